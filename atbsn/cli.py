@@ -1,0 +1,173 @@
+"""Entry points of ``train.py``, ``valid.py`` and ``test.py`` (and the console scripts)."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from typing import Callable, List, Optional
+
+from .errors import UserError, user_message
+
+
+def _parser(prog: str, description: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog, description=description)
+    p.add_argument("-opt", "--opt", required=True, metavar="FILE.yml", help="options file")
+    p.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
+                   help="dotted overrides, values parsed as YAML scalars, e.g. train.total_iter=2000")
+    return p
+
+
+def _guard(main: Callable[[List[str]], int], argv: Optional[List[str]]) -> int:
+    """User errors end in one clear line on stderr (exit 2), not a traceback."""
+    try:
+        return main(sys.argv[1:] if argv is None else argv)
+    except UserError as err:
+        print(f"error: {user_message(err)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; the last saved checkpoint is kept (resume with --auto_resume)", file=sys.stderr)
+        return 130
+
+
+# --------------------------------------------------------------------------- train
+def _train(argv: List[str]) -> int:
+    p = _parser("train.py", "Train a denoiser from a YAML options file.")
+    p.add_argument("--auto_resume", action="store_true", help="continue from the newest valid checkpoint")
+    p.add_argument("--launcher", choices=["none", "pytorch", "slurm"], default="none")
+    p.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+
+    from .dist import cleanup, init_dist
+    from .evaluation import format_summary
+    from .options import load_options
+    from .train.loop import Trainer
+
+    opt = load_options(args.opt, args.set)
+    dist = init_dist(args.launcher, opt["dist"]["backend"], opt["dist"]["timeout_s"], args.local_rank)
+    try:
+        summary = Trainer(opt, dist, auto_resume=args.auto_resume).fit()
+        if summary and dist.is_main:
+            print("final validation:")
+            for line in format_summary(summary):
+                print("  " + line)
+    finally:
+        cleanup()
+    return 0
+
+
+# --------------------------------------------------------------------------- valid
+def _load_for_eval(opt: dict):
+    from .errors import OptionsError
+    from .inference import configure_inference, load_pretrained, resolve_device
+    from .models import build_model
+
+    if not opt["path"]["pretrain_network"]:
+        raise OptionsError(f"{opt['_source']}: set 'path.pretrain_network' to the weights to evaluate "
+                           f"(a checkpoint of train.py or an official .pth)")
+    model = build_model(opt)
+    load_pretrained(model, opt["path"]["pretrain_network"], opt["path"]["strict_load"])
+    model.to(resolve_device(opt["device"]))
+    configure_inference(model, opt)
+    model.amp_dtype = {"bf16": __import__("torch").bfloat16, "fp16": __import__("torch").float16}.get(
+        opt["train"]["amp"]) if "train" in opt else None
+    model.train(False)
+    return model
+
+
+def _valid(argv: List[str]) -> int:
+    p = _parser("valid.py", "Evaluate a trained denoiser on paired or synthetic validation sets.")
+    args = p.parse_args(argv)
+
+    from .data import build_eval_loader
+    from .errors import OptionsError
+    from .evaluation import Evaluator, format_summary, write_results
+    from .metrics import build_metric
+    from .options import load_options
+
+    opt = load_options(args.opt, args.set)
+    sets = opt["datasets"].get("val") or {}
+    if not sets:
+        raise OptionsError(f"{opt['_source']}: valid.py needs 'datasets.val' (one or more named sets)")
+    model = _load_for_eval(opt)
+    loaders = {name: build_eval_loader(cfg, f"datasets.val.{name}") for name, cfg in sets.items()}
+    vcfg = opt["val"]
+    out_dir = os.path.join(opt["path"]["results_root"], opt["name"])
+    evaluator = Evaluator(loaders, [build_metric(m) for m in vcfg["metrics"]], vcfg["tile"]["size"],
+                          vcfg["tile"]["overlap"])
+    t0 = time.time()
+    result = evaluator.run(model, os.path.join(out_dir, "images"), vcfg["save_images"], progress=sys.stdout.isatty())
+    csv_path, json_path = write_results(result, out_dir, {"weights": opt["path"]["pretrain_network"],
+                                                          "seconds": round(time.time() - t0, 2)})
+    for line in format_summary(result["summary"]):
+        print(line)
+    print(f"per-image metrics: {csv_path}\nsummary: {json_path}")
+    return 0
+
+
+# --------------------------------------------------------------------------- test
+def _test(argv: List[str]) -> int:
+    p = _parser("test.py", "Denoise images (any size) and write PNGs.")
+    p.add_argument("--input", help="an image file or a folder of images (default: datasets.test.root)")
+    p.add_argument("--output", help="output folder (default: <results_root>/<name>/images)")
+    args = p.parse_args(argv)
+
+    import torch
+
+    from .errors import DataError, OptionsError
+    from .inference import denoise
+    from .options import load_options
+    from .utils.image import is_image_file, list_images, read_image, to_tensor, write_image
+
+    opt = load_options(args.opt, args.set)
+    test_cfg = opt["datasets"].get("test") or {}
+    convert = bool(test_cfg.get("convert_color", False))
+    if args.input:
+        if os.path.isdir(args.input):
+            paths = list_images(args.input, "input folder")
+        elif os.path.isfile(args.input):
+            if not is_image_file(args.input):
+                raise DataError(f"'{args.input}' is not an image file")
+            paths = [args.input]
+        else:
+            raise DataError(f"input not found: '{args.input}'")
+    elif test_cfg.get("root"):
+        paths = list_images(test_cfg["root"], "datasets.test.root")
+    else:
+        raise OptionsError(f"{opt['_source']}: give --input FILE_OR_DIR or set datasets.test.root")
+    out_dir = args.output or os.path.join(opt["path"]["results_root"], opt["name"], "images")
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+    except OSError as err:
+        raise DataError(f"cannot create output folder '{out_dir}': {err.strerror}") from None
+    if not os.access(out_dir, os.W_OK):
+        raise DataError(f"output folder '{out_dir}' is not writable")
+
+    model = _load_for_eval(opt)
+    channels = getattr(model.networks[model.inference_role], "in_channels", 3)
+    tile = opt["val"]["tile"]
+    bit_cfg = opt["test"]["bit_depth"]
+    t0 = time.time()
+    for path in paths:
+        img, depth = read_image(path, channels, convert)
+        pred = denoise(model, to_tensor(img)[None], tile["size"], tile["overlap"])[0]
+        bits = (16 if depth > 8 else 8) if bit_cfg == "same" else int(bit_cfg)
+        stem = os.path.splitext(os.path.basename(path))[0]
+        out = os.path.join(out_dir, f"{stem}{opt['test']['suffix']}.png")
+        write_image(out, pred.numpy().transpose(1, 2, 0), bits)
+        print(f"{path} -> {out}")
+    print(f"denoised {len(paths)} image(s) in {time.time() - t0:.1f} s into {out_dir}")
+    return 0
+
+
+def train_main(argv: Optional[List[str]] = None) -> int:
+    return _guard(_train, argv)
+
+
+def valid_main(argv: Optional[List[str]] = None) -> int:
+    return _guard(_valid, argv)
+
+
+def test_main(argv: Optional[List[str]] = None) -> int:
+    return _guard(_test, argv)

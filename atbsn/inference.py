@@ -1,0 +1,157 @@
+"""Inference on any image size: padding (in the model), tiling with overlap, and a small Python API.
+
+    from atbsn.inference import Denoiser
+    den = Denoiser.from_checkpoint("experiments/quickstart/checkpoints/last.pth")
+    clean = den(noisy_uint8_hwc)          # same dtype, range and layout as the input
+"""
+from __future__ import annotations
+
+import os
+from typing import Callable, Dict, List, Optional, Union
+
+import numpy as np
+import torch
+
+from .errors import CheckpointError, OptionsError
+from .models import DenoisingModel, build_model
+from .train.checkpoint import extract_state_dict, load_file, load_network
+
+
+def tile_starts(length: int, tile: int, overlap: int) -> List[int]:
+    if length <= tile:
+        return [0]
+    starts = list(range(0, length - tile, tile - overlap))
+    return starts + [length - tile]
+
+
+def _owned(starts: List[int], tile: int, length: int, i: int) -> tuple[int, int]:
+    """The part of tile i that it writes: up to the middle of each overlap with a neighbour."""
+    lo = 0 if i == 0 else (starts[i - 1] + tile + starts[i]) // 2
+    hi = length if i == len(starts) - 1 else (starts[i] + tile + starts[i + 1]) // 2
+    return lo, hi
+
+
+def denoise_tiled(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, tile: int, overlap: int) -> torch.Tensor:
+    """Run ``fn`` on overlapping tiles and stitch each tile's central part. Equals the untiled
+    result in the interior whenever ``overlap / 2`` covers the network's receptive radius."""
+    if not 0 <= overlap < tile:
+        raise OptionsError(f"val.tile.overlap ({overlap}) must be in [0, tile size {tile})")
+    h, w = x.shape[-2:]
+    if h <= tile and w <= tile:
+        return fn(x)
+    ys, xs = tile_starts(h, tile, overlap), tile_starts(w, tile, overlap)
+    out: Optional[torch.Tensor] = None
+    for i, y0 in enumerate(ys):
+        ylo, yhi = _owned(ys, tile, h, i)
+        for j, x0 in enumerate(xs):
+            xlo, xhi = _owned(xs, tile, w, j)
+            piece = fn(x[..., y0 : y0 + tile, x0 : x0 + tile])
+            if out is None:
+                out = torch.empty(*x.shape[:-3], piece.shape[-3], h, w, dtype=piece.dtype, device=piece.device)
+            out[..., ylo:yhi, xlo:xhi] = piece[..., ylo - y0 : yhi - y0, xlo - x0 : xhi - x0]
+    return out
+
+
+def denoise(model: DenoisingModel, noisy: torch.Tensor, tile: Optional[int] = None, overlap: int = 32) -> torch.Tensor:
+    """[0,1] NCHW -> [0,1] NCHW (on the CPU), tiled above ``tile`` pixels per side."""
+    run = lambda t: model.denoise(t).cpu()  # noqa: E731
+    if tile:
+        return denoise_tiled(run, noisy, tile, overlap)
+    return run(noisy)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise OptionsError(f"device '{name}' was requested but CUDA is not available; use 'cpu' or 'auto'")
+    return dev
+
+
+def load_pretrained(model: DenoisingModel, spec: Union[None, str, Dict[str, str]], strict: bool = True) -> None:
+    """``path.pretrain_network``: one path for the inference network, or ``{role: path}``."""
+    if not spec:
+        return
+    items = {model.inference_role: spec} if isinstance(spec, str) else dict(spec)
+    for role, path in items.items():
+        if role not in model.networks:
+            raise OptionsError(f"path.pretrain_network: unknown network '{role}' (model has {sorted(model.networks)})")
+        sd = extract_state_dict(load_file(path), role, path)
+        load_network(model.networks[role], sd, strict, path)
+
+
+def configure_inference(model: DenoisingModel, opt: dict) -> None:
+    model.padding_mode = opt["val"]["padding"]["mode"]
+    model.pad_square = opt["val"]["padding"]["square"]
+    model.channels_last = opt["train"]["channels_last"] if "train" in opt else False
+
+
+class Denoiser:
+    """Denoise NumPy arrays or tensors with a trained model, returning the input's type and range.
+
+    NumPy: HWC or HW, uint8 / uint16 (full range) or float ([0, 1]). Torch: CHW or NCHW float in [0, 1].
+    """
+
+    def __init__(self, model: DenoisingModel, tile: Optional[int] = None, overlap: int = 32):
+        self.model, self.tile, self.overlap = model, tile, overlap
+        model.train(False)
+
+    @classmethod
+    def from_options(cls, path: str, overrides: Optional[List[str]] = None, device: str = "auto"):
+        from .options import load_options
+
+        opt = load_options(path, overrides)
+        return cls._from_opt(opt, device)
+
+    @classmethod
+    def from_checkpoint(cls, path: str, device: str = "auto"):
+        """A training checkpoint carries its options, so it is enough on its own."""
+        from .options import validate
+
+        state = load_file(path)
+        if "options" not in state:
+            raise CheckpointError(f"'{path}' has no embedded options; use Denoiser.from_options with "
+                                  f"path.pretrain_network pointing at it")
+        opt = validate(state["options"], source=f"{path} (embedded options)")
+        opt["path"]["pretrain_network"] = {role: path for role in state["networks"]}
+        return cls._from_opt(opt, device)
+
+    @classmethod
+    def _from_opt(cls, opt: dict, device: str):
+        model = build_model(opt)
+        load_pretrained(model, opt["path"]["pretrain_network"], opt["path"]["strict_load"])
+        model.to(resolve_device(device if device != "auto" else opt["device"]))
+        configure_inference(model, opt)
+        return cls(model, opt["val"]["tile"]["size"], opt["val"]["tile"]["overlap"])
+
+    def denoise_tensor(self, x: torch.Tensor) -> torch.Tensor:
+        return denoise(self.model, x, self.tile, self.overlap)
+
+    def __call__(self, image):
+        if isinstance(image, torch.Tensor):
+            batched = image.dim() == 4
+            x = image if batched else image.unsqueeze(0)
+            out = self.denoise_tensor(x.float()).to(image.device, image.dtype)
+            return out if batched else out[0]
+        arr = np.asarray(image)
+        gray2d = arr.ndim == 2
+        if gray2d:
+            arr = arr[:, :, None]
+        if arr.dtype == np.uint8:
+            x, bits = arr.astype(np.float32) / 255.0, 8
+        elif arr.dtype == np.uint16:
+            x, bits = arr.astype(np.float32) / 65535.0, 16
+        elif np.issubdtype(arr.dtype, np.floating):
+            x, bits = arr.astype(np.float32), None
+        else:
+            raise TypeError(f"unsupported image dtype {arr.dtype}: use uint8, uint16 or float in [0, 1]")
+        t = torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))[None]
+        out = self.denoise_tensor(t)[0].numpy().transpose(1, 2, 0)
+        if bits is not None:
+            from .utils.image import quantize
+
+            out = quantize(out, bits)
+        else:
+            out = out.astype(arr.dtype)
+        return out[:, :, 0] if gray2d else out

@@ -1,0 +1,19 @@
+"""Training methods. ``build_model(opt)`` builds the networks and the method from options."""
+from __future__ import annotations
+
+from ..registry import Registry
+from .base_model import DenoisingModel, Progress, pad_to_multiple
+from .neighbor2neighbor import Neighbor2Neighbor
+
+MODEL_REGISTRY = Registry("model")
+MODEL_REGISTRY.register(Neighbor2Neighbor)
+
+
+def build_model(opt: dict) -> DenoisingModel:
+    from ..archs import build_arch
+
+    networks = {role: build_arch(cfg, where=f"networks.{role}") for role, cfg in opt["networks"].items()}
+    return MODEL_REGISTRY.build(opt["model"], where="model", networks=networks)
+
+
+__all__ = ["MODEL_REGISTRY", "build_model", "DenoisingModel", "Progress", "pad_to_multiple", "Neighbor2Neighbor"]

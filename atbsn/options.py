@@ -1,0 +1,379 @@
+"""YAML options -> validated, fully resolved options.
+
+* Loaded with ``yaml.safe_load``; ``_base_: other.yml`` (relative to the file) is deep-merged first.
+* ``--set a.b.c=value`` overrides are parsed as YAML scalars (never eval'ed).
+* Every key is checked. Fixed sections use the schema below; ``type:``-keyed sections
+  (networks, model, datasets, losses, optimizers, schedulers) are checked against the signature
+  of the registered class, so the constructor is the single source of truth for its options.
+* Errors name the file, the dotted key path and the nearest valid key.
+"""
+from __future__ import annotations
+
+import collections.abc
+import copy
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Literal, Optional, Union
+
+import yaml
+
+from .errors import OptionsError
+from .registry import closest
+
+# --------------------------------------------------------------------------- type checks
+
+
+def type_name(tp: Any) -> str:
+    if tp is type(None):
+        return "null"
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return " | ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (Union, types.UnionType):
+        return " | ".join(type_name(a) for a in typing.get_args(tp))
+    if origin in (list, tuple, collections.abc.Sequence, collections.abc.Iterable):
+        args = [a for a in typing.get_args(tp) if a is not Ellipsis]
+        return f"list of {type_name(args[0])}" if args else "list"
+    if origin is dict:
+        return "mapping"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _matches(value: Any, tp: Any) -> bool:
+    if tp in (Any, inspect_empty()) or isinstance(tp, str) or tp is object:
+        return True
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return value in typing.get_args(tp)
+    if origin in (Union, types.UnionType):
+        return any(_matches(value, a) for a in typing.get_args(tp))
+    if tp is type(None) or tp is None:
+        return value is None
+    if tp is bool:
+        return isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if tp is float:  # YAML writes 3e-4 as a string unless it has a dot; accept ints too
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if tp is str:
+        return isinstance(value, str)
+    if origin in (list, tuple, collections.abc.Sequence, collections.abc.Iterable) or tp in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            return False
+        args = [a for a in typing.get_args(tp) if a is not Ellipsis]
+        if origin is tuple and len(args) > 1 and Ellipsis not in typing.get_args(tp):
+            return len(value) == len(args) and all(_matches(v, a) for v, a in zip(value, args))
+        return not args or all(_matches(v, args[0]) for v in value)
+    if origin is dict or tp is dict:
+        return isinstance(value, dict)
+    if isinstance(tp, type):
+        if tp.__module__.startswith("torch"):  # e.g. Tensor in torch.optim signatures: numbers suffice
+            return isinstance(value, (int, float)) and not isinstance(value, bool)
+        return isinstance(value, tp)
+    return True
+
+
+def inspect_empty():
+    import inspect
+
+    return inspect.Parameter.empty
+
+
+def check_type(value: Any, tp: Any, where: str) -> None:
+    if not _matches(value, tp):
+        raise OptionsError(f"'{where}' must be {type_name(tp)}, got {value!r} ({type(value).__name__})")
+
+
+# --------------------------------------------------------------------------- schema
+
+
+@dataclass
+class Opt:
+    """A leaf option: its type, default and whether it must be given."""
+
+    tp: Any
+    default: Any = None
+    required: bool = False
+
+
+@dataclass
+class Typed:
+    """A ``type:``-keyed section built from a registry; ``extra`` are keys the caller consumes."""
+
+    registry: str
+    extra: Dict[str, Opt] = field(default_factory=dict)
+    required: bool = False
+
+
+@dataclass
+class MapOf:
+    """A mapping whose keys the user names (e.g. validation sets), each checked by ``spec``."""
+
+    spec: Any
+    required: bool = False
+
+
+LOADER_KEYS = {
+    "batch_size": Opt(int, 1),
+    "num_workers": Opt(int, 0),
+    "repeat": Opt(int, 1),
+    "shuffle": Opt(bool, True),
+    "pin_memory": Opt(bool, False),
+}
+
+SCHEMA: Dict[str, Any] = {
+    "name": Opt(str, required=True),
+    "seed": Opt(int, 0),
+    "device": Opt(str, "auto"),
+    "model": Typed("model", required=True),
+    "networks": MapOf(Typed("arch"), required=True),
+    "datasets": {
+        "train": Typed("dataset", extra=LOADER_KEYS),
+        "val": MapOf(Typed("dataset", extra=LOADER_KEYS)),
+        "test": Typed("dataset", extra=LOADER_KEYS),
+    },
+    "train": {
+        "total_iter": Opt(int, required=True),
+        "optimizer": Typed("optimizer", required=True),
+        "scheduler": Typed("scheduler"),
+        "grad_clip": Opt(Optional[float], None),
+        "amp": Opt(Optional[Literal["bf16", "fp16"]], None),
+        "channels_last": Opt(bool, False),
+        "compile": Opt(bool, False),
+        "save_freq": Opt(int, 5000),
+        "keep_checkpoints": Opt(int, 3),
+        "deterministic": Opt(bool, True),
+    },
+    "val": {
+        "val_freq": Opt(int, 5000),
+        "metrics": Opt(List[str], ["basicsr_rgb"]),
+        "best_metric": Opt(str, "psnr"),
+        "save_images": Opt(int, 0),
+        "padding": {
+            "mode": Opt(Literal["reflect", "replicate", "constant"], "reflect"),
+            "square": Opt(bool, False),
+        },
+        "tile": {
+            "size": Opt(Optional[int], None),
+            "overlap": Opt(int, 32),
+        },
+    },
+    "test": {
+        "bit_depth": Opt(Literal["same", 8, 16], "same"),
+        "suffix": Opt(str, ""),
+    },
+    "logger": {
+        "print_freq": Opt(int, 100),
+        "use_tensorboard": Opt(bool, True),
+        "progress_bar": Opt(Literal["auto", "always", "never"], "auto"),
+    },
+    "path": {
+        "experiments_root": Opt(str, "experiments"),
+        "results_root": Opt(str, "results"),
+        "pretrain_network": Opt(Optional[Union[str, Dict[str, str]]], None),
+        "strict_load": Opt(bool, True),
+    },
+    "dist": {
+        "backend": Opt(Optional[str], None),
+        "timeout_s": Opt(int, 1800),
+    },
+}
+
+
+def _registry(kind: str):
+    """Registries are imported on use, so loading options stays light."""
+    if kind == "arch":
+        from .archs import ARCH_REGISTRY as r
+    elif kind == "model":
+        from .models import MODEL_REGISTRY as r
+    elif kind == "dataset":
+        from .data import DATASET_REGISTRY as r
+    elif kind == "loss":
+        from .losses import LOSS_REGISTRY as r
+    elif kind in ("optimizer", "scheduler"):
+        from .train.optim import OPTIMIZER_REGISTRY, SCHEDULER_REGISTRY
+
+        r = OPTIMIZER_REGISTRY if kind == "optimizer" else SCHEDULER_REGISTRY
+    else:
+        raise KeyError(kind)
+    return r
+
+
+# Arguments the framework itself passes when it builds each kind (not user options).
+SUPPLIED = {"model": ("networks",), "optimizer": ("params",), "scheduler": ("optimizer",)}
+
+
+def _unknown(where: str, key: str, valid: List[str]) -> OptionsError:
+    near = closest(key, valid)
+    hint = f"; did you mean '{near}'?" if near else ""
+    path = f"{where}.{key}" if where else key
+    return OptionsError(f"unknown key '{path}'{hint} Valid keys here: {', '.join(sorted(valid))}")
+
+
+def _validate(value: Any, spec: Any, where: str) -> Any:
+    from .registry import check_kwargs
+
+    if isinstance(spec, Opt):
+        check_type(value, spec.tp, where)
+        return value
+    if isinstance(spec, dict):
+        if value is None:
+            value = {}
+        if not isinstance(value, dict):
+            raise OptionsError(f"'{where}' must be a mapping, got {value!r}")
+        out = {}
+        for key, sub in value.items():
+            if key not in spec:
+                raise _unknown(where, str(key), list(spec))
+            out[key] = _validate(sub, spec[key], f"{where}.{key}" if where else key)
+        for key, sub in spec.items():
+            if key in out:
+                continue
+            path = f"{where}.{key}" if where else key
+            if getattr(sub, "required", False):
+                raise OptionsError(f"missing required key '{path}'")
+            if isinstance(sub, Opt):
+                out[key] = copy.deepcopy(sub.default)
+            elif isinstance(sub, dict):
+                out[key] = _validate({}, sub, path)
+        return out
+    if isinstance(spec, MapOf):
+        if not isinstance(value, dict):
+            raise OptionsError(f"'{where}' must be a mapping of name -> section, got {value!r}")
+        return {k: _validate(v, spec.spec, f"{where}.{k}") for k, v in value.items()}
+    if isinstance(spec, Typed):
+        if not isinstance(value, dict) or "type" not in value:
+            raise OptionsError(f"'{where}' must be a mapping with a 'type' key, got {value!r}")
+        registry = _registry(spec.registry)
+        target = registry.get(value["type"], where=f"{where}.type")
+        out = dict(value)
+        for key, opt in spec.extra.items():
+            if key in out:
+                check_type(out[key], opt.tp, f"{where}.{key}")
+            else:
+                out[key] = copy.deepcopy(opt.default)
+        kwargs = {k: v for k, v in value.items() if k != "type" and k not in spec.extra}
+        supplied = {n: None for n in SUPPLIED.get(spec.registry, ())}
+        try:
+            check_kwargs(target, kwargs, where, supplied=supplied)
+        except OptionsError as err:
+            if "unknown key" in str(err) and spec.extra:
+                raise OptionsError(f"{err}, {', '.join(spec.extra)}") from None
+            raise
+        return out
+    raise TypeError(spec)
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def _deep_merge(base: Dict, over: Dict) -> Dict:
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict) and not v.get("_replace_", False):
+            out[k] = _deep_merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that also reads ``3e-4`` as a float (YAML 1.1 needs ``3.0e-4``)."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    __import__("re").compile(
+        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+        |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+        |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+        |[-+]?\.(?:inf|Inf|INF)
+        |\.(?:nan|NaN|NAN))$""",
+        __import__("re").X,
+    ),
+    list("-+0123456789."),
+)
+
+
+def safe_load(text):
+    return yaml.load(text, Loader=_Loader)  # a SafeLoader subclass: no object construction
+
+
+def load_yaml(path: str, _seen: tuple = ()) -> Dict[str, Any]:
+    path = os.path.abspath(path)
+    if path in _seen:
+        raise OptionsError(f"{path}: '_base_' inheritance loops back to itself")
+    if not os.path.isfile(path):
+        raise OptionsError(f"options file not found: {path}")
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = safe_load(f)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise OptionsError(f"{path}: malformed YAML{where}: {problem}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise OptionsError(f"{path}: the top level must be a mapping of option names, got {type(data).__name__}")
+    base = data.pop("_base_", None)
+    if base is not None:
+        bases = base if isinstance(base, list) else [base]
+        merged: Dict[str, Any] = {}
+        for b in bases:
+            merged = _deep_merge(merged, load_yaml(os.path.join(os.path.dirname(path), b), _seen + (path,)))
+        data = _deep_merge(merged, data)
+    return data
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    if "=" not in item:
+        raise OptionsError(f"--set '{item}': expected KEY=VALUE, e.g. train.total_iter=2000")
+    key, raw = item.split("=", 1)
+    keys = key.strip().split(".")
+    if not all(keys):
+        raise OptionsError(f"--set '{item}': empty key in '{key}'")
+    try:
+        value = safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    return keys, value
+
+
+def apply_overrides(opt: Dict[str, Any], items: List[str]) -> Dict[str, Any]:
+    opt = copy.deepcopy(opt)
+    for item in items or []:
+        keys, value = parse_override(item)
+        node = opt
+        for i, k in enumerate(keys[:-1]):
+            nxt = node.get(k)
+            if nxt is None:
+                nxt = node[k] = {}
+            if not isinstance(nxt, dict):
+                raise OptionsError(f"--set '{item}': '{'.'.join(keys[: i + 1])}' is not a section")
+            node = nxt
+        node[keys[-1]] = value
+    return opt
+
+
+def validate(opt: Dict[str, Any], source: str = "<options>") -> Dict[str, Any]:
+    try:
+        out = _validate(opt, SCHEMA, "")
+    except OptionsError as err:
+        raise OptionsError(f"{source}: {err}") from None
+    return out
+
+
+def load_options(path: str, overrides: Optional[List[str]] = None) -> Dict[str, Any]:
+    """Load, merge ``_base_``, apply ``--set`` overrides and validate."""
+    raw = apply_overrides(load_yaml(path), overrides or [])
+    opt = validate(raw, source=path)
+    opt["_source"] = os.path.abspath(path)
+    return opt
+
+
+def dump_options(opt: Dict[str, Any]) -> str:
+    return yaml.safe_dump({k: v for k, v in opt.items() if not k.startswith("_")}, sort_keys=False)

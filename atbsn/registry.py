@@ -1,0 +1,105 @@
+"""Explicit registries: a YAML ``type:`` name -> a class or function.
+
+Every entry is registered by an explicit import in the registry's package ``__init__``:
+nothing scans directories, nothing imports optional dependencies.
+"""
+from __future__ import annotations
+
+import difflib
+import inspect
+import typing
+from typing import Any, Callable, Dict, Iterable
+
+from .errors import OptionsError
+
+
+def closest(name: str, candidates: Iterable[str]) -> str | None:
+    """The candidate nearest to ``name`` (case-insensitive), or None."""
+    candidates = list(candidates)
+    lowered = {c.lower(): c for c in candidates}
+    match = difflib.get_close_matches(name.lower(), list(lowered), n=1, cutoff=0.5)
+    return lowered[match[0]] if match else None
+
+
+class Registry:
+    def __init__(self, kind: str):
+        self.kind = kind
+        self._entries: Dict[str, Callable] = {}
+
+    def register(self, obj: Callable | None = None, *, name: str | None = None):
+        """Use as ``@REG.register()``, ``@REG.register(name='x')`` or ``REG.register(obj)``."""
+
+        def add(o: Callable) -> Callable:
+            key = name or o.__name__
+            if key in self._entries and self._entries[key] is not o:
+                raise KeyError(f"{self.kind} '{key}' is already registered")
+            self._entries[key] = o
+            return o
+
+        return add(obj) if obj is not None else add
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._entries
+
+    def __iter__(self):
+        return iter(sorted(self._entries))
+
+    def names(self) -> list[str]:
+        return sorted(self._entries)
+
+    def get(self, name: str, where: str = "type") -> Callable:
+        if name in self._entries:
+            return self._entries[name]
+        near = closest(str(name), self._entries)
+        hint = f"; did you mean '{near}'?" if near else ""
+        raise OptionsError(
+            f"{where}: unknown {self.kind} '{name}'{hint} Known {self.kind}s: {', '.join(self.names())}"
+        )
+
+    def build(self, cfg: Dict[str, Any], where: str = "", **extra) -> Any:
+        """``cfg`` is ``{'type': NAME, **kwargs}``; ``extra`` are arguments the caller supplies."""
+        if not isinstance(cfg, dict) or "type" not in cfg:
+            raise OptionsError(f"{where or self.kind}: expected a mapping with a 'type' key, got {cfg!r}")
+        kwargs = {k: v for k, v in cfg.items() if k != "type"}
+        target = self.get(cfg["type"], where=f"{where}.type" if where else "type")
+        check_kwargs(target, kwargs, where or self.kind, supplied=extra)
+        return target(**kwargs, **extra)
+
+
+def signature_params(target: Callable) -> Dict[str, inspect.Parameter]:
+    fn = target.__init__ if inspect.isclass(target) else target
+    params = dict(inspect.signature(fn).parameters)
+    params.pop("self", None)
+    return params
+
+
+def type_hints(target: Callable) -> Dict[str, Any]:
+    fn = target.__init__ if inspect.isclass(target) else target
+    try:
+        return typing.get_type_hints(fn)
+    except Exception:  # unresolvable annotations: fall back to no type check for them
+        return {}
+
+
+def check_kwargs(target: Callable, kwargs: Dict[str, Any], where: str, supplied: Dict[str, Any] | None = None):
+    """Validate YAML kwargs against the constructor signature: it is the schema."""
+    from .options import check_type  # local: options imports registry
+
+    params = signature_params(target)
+    hints = type_hints(target)
+    supplied = supplied or {}
+    accepts_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    named = {n: p for n, p in params.items()
+             if p.kind not in (inspect.Parameter.VAR_KEYWORD, inspect.Parameter.VAR_POSITIONAL)}
+    allowed = [n for n in named if n not in supplied]
+    for key, value in kwargs.items():
+        if key not in named or key in supplied:
+            if accepts_any:
+                continue
+            near = closest(key, allowed)
+            hint = f"; did you mean '{near}'?" if near else ""
+            raise OptionsError(f"unknown key '{where}.{key}'{hint} Valid keys: {', '.join(['type'] + allowed)}")
+        check_type(value, hints.get(key, named[key].annotation), f"{where}.{key}")
+    for n, p in named.items():
+        if p.default is inspect.Parameter.empty and n not in kwargs and n not in supplied:
+            raise OptionsError(f"missing required key '{where}.{n}'")

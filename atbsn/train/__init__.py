@@ -1,0 +1,1 @@
+"""Method-agnostic training machinery: optimisers, checkpoints, the loop."""
