@@ -239,6 +239,8 @@ def _validate(value: Any, spec: Any, where: str) -> Any:
             elif isinstance(sub, dict):
                 out[key] = _validate({}, sub, path)
         return out
+    if value is None and isinstance(spec, (MapOf, Typed)) and not spec.required:
+        return None
     if isinstance(spec, MapOf):
         if not isinstance(value, dict):
             raise OptionsError(f"'{where}' must be a mapping of name -> section, got {value!r}")
@@ -256,12 +258,7 @@ def _validate(value: Any, spec: Any, where: str) -> Any:
                 out[key] = copy.deepcopy(opt.default)
         kwargs = {k: v for k, v in value.items() if k != "type" and k not in spec.extra}
         supplied = {n: None for n in SUPPLIED.get(spec.registry, ())}
-        try:
-            check_kwargs(target, kwargs, where, supplied=supplied)
-        except OptionsError as err:
-            if "unknown key" in str(err) and spec.extra:
-                raise OptionsError(f"{err}, {', '.join(spec.extra)}") from None
-            raise
+        check_kwargs(target, kwargs, where, supplied=supplied, also=spec.extra)
         return out
     raise TypeError(spec)
 

@@ -81,8 +81,11 @@ def type_hints(target: Callable) -> Dict[str, Any]:
         return {}
 
 
-def check_kwargs(target: Callable, kwargs: Dict[str, Any], where: str, supplied: Dict[str, Any] | None = None):
-    """Validate YAML kwargs against the constructor signature: it is the schema."""
+def check_kwargs(target: Callable, kwargs: Dict[str, Any], where: str, supplied: Dict[str, Any] | None = None,
+                 also: Iterable[str] = ()):
+    """Validate YAML kwargs against the constructor signature: it is the schema.
+
+    ``also`` are further valid keys that the caller consumes itself (e.g. loader settings)."""
     from .options import check_type  # local: options imports registry
 
     params = signature_params(target)
@@ -91,7 +94,7 @@ def check_kwargs(target: Callable, kwargs: Dict[str, Any], where: str, supplied:
     accepts_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
     named = {n: p for n, p in params.items()
              if p.kind not in (inspect.Parameter.VAR_KEYWORD, inspect.Parameter.VAR_POSITIONAL)}
-    allowed = [n for n in named if n not in supplied]
+    allowed = [n for n in named if n not in supplied] + list(also)
     for key, value in kwargs.items():
         if key not in named or key in supplied:
             if accepts_any:

@@ -188,7 +188,7 @@ class Trainer:
         self.scaler.update()
         if self.scheduler:
             self.scheduler.step()
-        return {k: float(v) for k, v in losses.items()}
+        return {k: float(v.detach()) for k, v in losses.items()}
 
     def validate(self) -> Optional[dict]:
         if self.evaluator is None or not self.dist.is_main:
