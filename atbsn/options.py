@@ -244,7 +244,8 @@ def _validate(value: Any, spec: Any, where: str) -> Any:
     if isinstance(spec, MapOf):
         if not isinstance(value, dict):
             raise OptionsError(f"'{where}' must be a mapping of name -> section, got {value!r}")
-        return {k: _validate(v, spec.spec, f"{where}.{k}") for k, v in value.items()}
+        # A named entry set to null is dropped: e.g. ``--set datasets.val.set14=null`` skips that set.
+        return {k: _validate(v, spec.spec, f"{where}.{k}") for k, v in value.items() if v is not None}
     if isinstance(spec, Typed):
         if not isinstance(value, dict) or "type" not in value:
             raise OptionsError(f"'{where}' must be a mapping with a 'type' key, got {value!r}")

@@ -1,0 +1,173 @@
+#!/usr/bin/env python
+"""Per-architecture cost: parameters, MACs per pixel, inference and training-step time, peak memory.
+
+    python scripts/benchmark.py                       # every registered arch, CPU (CUDA if present)
+    python scripts/benchmark.py --archs N2NUNet --size 512 --device cuda --runs 20
+
+Each arch is measured in its own subprocess so that peak memory (CUDA: max allocated; CPU: peak
+RSS growth) is its own. Times are the median of ``--runs`` runs after ``--warmup`` runs, on the
+same random inputs. Writes JSON and a markdown table (default: benchmarks/).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+
+def _sync(device):
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def _timed(fn, device, runs, warmup):
+    for _ in range(warmup):
+        fn()
+    _sync(device)
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def conv_throughput(device, runs=5, warmup=2, size=256, channels=64):
+    """GFLOP/s of a plain 3x3 conv (64->64, batch 1): the machine's reference number."""
+    import torch
+
+    conv = torch.nn.Conv2d(channels, channels, 3, padding=1).to(device)
+    x = torch.rand(1, channels, size, size, device=device)
+    with torch.no_grad():
+        t = _timed(lambda: conv(x), device, runs, warmup)
+    return 2 * channels * channels * 9 * size * size / t / 1e9
+
+
+def measure(arch: str, args) -> dict:
+    import resource
+
+    import torch
+
+    from atbsn.archs import ARCH_REGISTRY
+    from atbsn.inference import resolve_device
+    from atbsn.utils.profiling import count_macs, count_parameters
+
+    torch.manual_seed(0)
+    device = resolve_device(args.device)
+    net = ARCH_REGISTRY.get(arch)()
+    channels = getattr(net, "in_channels", 3)
+    params = count_parameters(net)
+    probe = torch.rand(1, channels, 256, 256)
+    macs_pp = count_macs(net, probe) / (256 * 256)
+    net = net.to(device).eval()
+    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    x = torch.rand(args.batch, channels, args.size, args.size, device=device)
+    with torch.no_grad():
+        t_inf = _timed(lambda: net(x), device, args.runs, args.warmup)
+    net.train()
+    opt = torch.optim.Adam(net.parameters(), 1e-4)
+    xt = torch.rand(args.train_batch, channels, args.train_size, args.train_size, device=device)
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        torch.nn.functional.l1_loss(net(xt), xt).backward()
+        opt.step()
+
+    t_train = _timed(step, device, args.runs, args.warmup)
+    if device.type == "cuda":
+        peak = torch.cuda.max_memory_allocated() / 2**20
+    else:
+        peak = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0) / 1024  # kB -> MiB
+    infer_macs = macs_pp * args.size * args.size * args.batch
+    return {
+        "arch": arch, "params": params, "macs_per_pixel": macs_pp,
+        "gmacs_inference": infer_macs / 1e9,
+        "inference_ms": t_inf * 1e3, "inference_gflops": 2 * infer_macs / t_inf / 1e9,
+        "train_step_ms": t_train * 1e3, "peak_memory_mib": peak,
+        "size": args.size, "batch": args.batch, "train_size": args.train_size, "train_batch": args.train_batch,
+    }
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--archs", nargs="*", help="registered arch names (default: all)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--size", type=int, default=256, help="inference input side")
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--train-size", type=int, default=128)
+    p.add_argument("--train-batch", type=int, default=4)
+    p.add_argument("--runs", type=int, default=5)
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--out", default=os.path.join(ROOT, "benchmarks"), help="folder for results.json / results.md")
+    p.add_argument("--worker", help=argparse.SUPPRESS)
+    args = p.parse_args()
+
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.worker:
+        print(json.dumps(measure(args.worker, args)))
+        return 0
+
+    from atbsn.archs import ARCH_REGISTRY
+    from atbsn.inference import resolve_device
+
+    archs = args.archs or ARCH_REGISTRY.names()
+    device = resolve_device(args.device)
+    machine = {
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
+        "torch": torch.__version__, "threads": torch.get_num_threads(), "python": platform.python_version(),
+        "conv3x3_gflops": round(conv_throughput(device, args.runs, args.warmup), 2),
+    }
+    rows = []
+    for arch in archs:
+        cmd = [sys.executable, os.path.abspath(__file__), "--worker", arch, "--device", args.device,
+               "--size", str(args.size), "--batch", str(args.batch), "--train-size", str(args.train_size),
+               "--train-batch", str(args.train_batch), "--runs", str(args.runs), "--warmup", str(args.warmup)]
+        if args.threads:
+            cmd += ["--threads", str(args.threads)]
+        out = subprocess.run(cmd, capture_output=True, text=True)
+        if out.returncode != 0:
+            print(f"{arch}: failed\n{out.stderr}", file=sys.stderr)
+            return 1
+        rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    os.makedirs(args.out, exist_ok=True)
+    result = {"machine": machine, "command": " ".join([os.path.basename(sys.executable)] + sys.argv), "rows": rows}
+    with open(os.path.join(args.out, "results.json"), "w") as f:
+        json.dump(result, f, indent=2)
+    lines = [
+        f"Device: {machine['device']} ({device.type}), torch {machine['torch']}, {machine['threads']} threads; "
+        f"3x3-conv throughput {machine['conv3x3_gflops']} GFLOP/s",
+        "",
+        f"| arch | params | MACs/pixel | GMACs @{args.size}² x{args.batch} | inference ms | GFLOP/s | "
+        f"train step ms ({args.train_batch}x{args.train_size}²) | peak MiB |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(f"| {r['arch']} | {r['params']:,} | {r['macs_per_pixel']:,.0f} | {r['gmacs_inference']:.2f} | "
+                     f"{r['inference_ms']:.1f} | {r['inference_gflops']:.1f} | {r['train_step_ms']:.1f} | "
+                     f"{r['peak_memory_mib']:.0f} |")
+    table = "\n".join(lines)
+    with open(os.path.join(args.out, "results.md"), "w") as f:
+        f.write(table + "\n")
+    print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
