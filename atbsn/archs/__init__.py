@@ -8,8 +8,11 @@ def build_arch(cfg: dict, where: str = "network"):
     return ARCH_REGISTRY.build(cfg, where=where)
 
 
+from .atbsn import ATBSN  # noqa: E402
 from .n2n_unet import N2NUNet  # noqa: E402
+from .students import ATBSNStudentA, ATBSNStudentB, ATBSNStudentC  # noqa: E402
 
-ARCH_REGISTRY.register(N2NUNet)
+for _cls in (N2NUNet, ATBSN, ATBSNStudentA, ATBSNStudentB, ATBSNStudentC):
+    ARCH_REGISTRY.register(_cls)
 
-__all__ = ["ARCH_REGISTRY", "build_arch", "N2NUNet"]
+__all__ = ["ARCH_REGISTRY", "build_arch", "N2NUNet", "ATBSN", "ATBSNStudentA", "ATBSNStudentB", "ATBSNStudentC"]

@@ -1,0 +1,182 @@
+"""AT-BSN: asymmetric tunable blind-spot network (Chen et al., CVPR 2024).
+
+One U-Net built from *shifted* convolutions and poolings sees only the half-plane above each
+pixel (current row included). Running it on the four rotations of the image and shifting each
+result down by s = (k + 1) // 2 rows before un-rotating hides a centred (2s-1)^2 square (plus a
+few ring pixels for k >= 5): the hole size k is a test-time knob of one trained network.
+Training uses k = 9, inference k = 3, and k = 0 gives a non-blind teacher for distillation.
+
+State-dict keys match the official release (``unet.*``, ``nin_A/B/C``). Values are on [0, 255].
+"""
+from __future__ import annotations
+
+from typing import List, Literal, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import OptionsError
+
+SLOPE = 0.1
+
+
+class Conv(nn.Module):
+    """3x3 conv + LeakyReLU(0.1). Blind: the output at row y sees input rows y-2..y only
+    (zero-pad two rows on top instead of one above and one below)."""
+
+    def __init__(self, in_channels: int, out_channels: int, blind: bool, bias: bool = True):
+        super().__init__()
+        self.blind = blind
+        self.conv = nn.Conv2d(in_channels, out_channels, 3, padding=0 if blind else 1, bias=bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.blind:
+            x = F.pad(x, (1, 1, 2, 0))
+        return F.leaky_relu(self.conv(x), SLOPE)
+
+
+def shift_down(x: torch.Tensor, rows: int) -> torch.Tensor:
+    """Move the map down by ``rows`` (zeros enter at the top, the last rows drop out)."""
+    if rows == 0:
+        return x
+    return F.pad(x, (0, 0, rows, 0))[..., : x.shape[-2], :]
+
+
+def pool(x: torch.Tensor, blind: bool) -> torch.Tensor:
+    """MaxPool 2x2; blind: shift down one row first, so pooled row j covers rows 2j-1 and 2j."""
+    return F.max_pool2d(shift_down(x, 1) if blind else x, 2)
+
+
+def upsample(x: torch.Tensor) -> torch.Tensor:
+    return F.interpolate(x, scale_factor=2, mode="nearest")
+
+
+class EncoderBlock(nn.Module):
+    def __init__(self, in_channels: int, out_channels: int, blind: bool, bias: bool):
+        super().__init__()
+        self.conv1 = Conv(in_channels, out_channels, blind, bias)
+
+    def forward(self, x):
+        return self.conv1(x)
+
+
+class DecoderBlock(nn.Module):
+    def __init__(self, in_channels: int, mid_channels: int, out_channels: int, blind: bool, bias: bool):
+        super().__init__()
+        self.conv1 = Conv(in_channels, mid_channels, blind, bias)
+        self.conv2 = Conv(mid_channels, out_channels, blind, bias)
+
+    def forward(self, x):
+        return self.conv2(self.conv1(x))
+
+
+class BlindUNet(nn.Module):
+    """The U-Net body (width 48, 5 poolings). ``blind`` selects shifted convs and pools; plain mode
+    is student C. Every conv, including the last, is followed by LeakyReLU(0.1)."""
+
+    def __init__(self, in_channels: int = 3, mid_channels: int = 48, out_channels: int = 96, blind: bool = True,
+                 bias: bool = True):
+        super().__init__()
+        c, c2 = mid_channels, 2 * mid_channels
+        self.blind = blind
+        self.intro = Conv(in_channels, c, blind, bias)
+        for i in range(1, 7):
+            setattr(self, f"enc{i}", EncoderBlock(c, c, blind, bias))
+        self.dec5 = DecoderBlock(c2, c2, c2, blind, bias)
+        for i in (4, 3, 2):
+            setattr(self, f"dec{i}", DecoderBlock(c2 + c, c2, c2, blind, bias))
+        self.dec1 = DecoderBlock(c2 + in_channels, c2, out_channels, blind, bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.intro(x)
+        skips = []
+        for i in range(1, 6):
+            h = pool(getattr(self, f"enc{i}")(h), self.blind)
+            skips.append(h)
+        h = upsample(self.enc6(h))
+        for i, skip in zip((5, 4, 3, 2), reversed(skips[:4])):
+            h = upsample(getattr(self, f"dec{i}")(torch.cat([h, skip], 1)))
+        return self.dec1(torch.cat([h, x], 1))
+
+
+def init_kaiming(module: nn.Module) -> None:
+    """Official init: Kaiming-normal with a = 0.1 (fan_in, leaky-relu gain), zero bias."""
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, a=SLOPE)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+
+def pad_bottom_right(x: torch.Tensor, multiple: int, mode: str) -> torch.Tensor:
+    """Pad to multiples of ``multiple`` at the bottom and right only, so every pixel keeps its
+    (row, col) and with it its pooling phase. ``reflect`` falls back to ``replicate`` when the pad
+    is not smaller than the image."""
+    h, w = x.shape[-2:]
+    ph, pw = -h % multiple, -w % multiple
+    if mode == "zero":
+        return F.pad(x, (0, pw, 0, ph))
+    if mode == "reflect" and (ph >= h or pw >= w):
+        mode = "replicate"
+    return F.pad(x, (0, pw, 0, ph), mode=mode)
+
+
+# The four rotations stacked by the official code, and their inverses (torch.rot90 k values).
+ROTATIONS = (0, -1, 2, 1)
+
+
+class ATBSN(nn.Module):
+    """The teacher: ``net(x, hole_size=k)`` on [0, 255] inputs of any size.
+
+    Conforming inputs (square, sides multiple of 32) run exactly the official batched graph.
+    Others are padded at the bottom/right to multiples of 32 and, when not square, the four
+    rotations run as separate passes (identical maths: convolutions act per sample).
+    """
+
+    input_multiple = 32
+
+    def __init__(self, in_channels: int = 3, mid_channels: int = 48, out_channels: int = 3, bias: bool = True,
+                 hole_size: int = 3, pad_mode: Literal["reflect", "replicate", "zero"] = "reflect"):
+        super().__init__()
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.hole_size, self.pad_mode = hole_size, pad_mode
+        feat = 2 * mid_channels
+        self.unet = BlindUNet(in_channels, mid_channels, feat, blind=True, bias=bias)
+        self.nin_A = nn.Conv2d(4 * feat, 4 * feat, 1, bias=bias)
+        self.nin_B = nn.Conv2d(4 * feat, feat, 1, bias=bias)
+        self.nin_C = nn.Conv2d(feat, out_channels, 1, bias=bias)
+        init_kaiming(self)
+        nn.init.kaiming_normal_(self.nin_C.weight, nonlinearity="linear")
+
+    @staticmethod
+    def shift_for(hole_size: int) -> int:
+        if not isinstance(hole_size, int) or isinstance(hole_size, bool) or hole_size < 0:
+            raise OptionsError(f"hole_size must be a non-negative integer, got {hole_size!r}")
+        return (hole_size + 1) // 2
+
+    def features(self, x: torch.Tensor) -> List[torch.Tensor]:
+        """The blind U-Net's output in each rotated frame (independent of the hole size)."""
+        if x.shape[-1] == x.shape[-2]:
+            stacked = torch.cat([torch.rot90(x, k, dims=(-2, -1)) for k in ROTATIONS], 0)
+            return list(self.unet(stacked).chunk(4, 0))
+        return [self.unet(torch.rot90(x, k, dims=(-2, -1))) for k in ROTATIONS]
+
+    def head(self, features: Sequence[torch.Tensor], hole_size: int) -> torch.Tensor:
+        """super_shift, un-rotate (blocks then look up, left, down, right) and the 1x1 head."""
+        s = self.shift_for(hole_size)
+        side = min(features[0].shape[-2:])
+        if s >= side:
+            raise OptionsError(f"hole_size {hole_size} (shift {s}) is too large for a {side}-pixel side")
+        h = torch.cat([torch.rot90(shift_down(f, s), -k, dims=(-2, -1)) for f, k in zip(features, ROTATIONS)], 1)
+        h = F.leaky_relu(self.nin_A(h), SLOPE)
+        h = F.leaky_relu(self.nin_B(h), SLOPE)
+        return self.nin_C(h)
+
+    def forward(self, x: torch.Tensor, hole_size: int | None = None) -> torch.Tensor:
+        k = self.hole_size if hole_size is None else hole_size
+        h, w = x.shape[-2:]
+        if h % 32 or w % 32:
+            out = self.head(self.features(pad_bottom_right(x, 32, self.pad_mode)), k)
+            return out[..., :h, :w]
+        return self.head(self.features(x), k)

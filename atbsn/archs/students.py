@@ -1,0 +1,105 @@
+"""AT-BSN's non-blind students (distillation targets), official key names.
+
+* C (``ATBSNStudentC``, "N_BSN", the paper's AT-BSN (D)): the teacher's U-Net in plain mode.
+* A (``ATBSNStudentA``, "small") and B (``ATBSNStudentB``, "small2"): shallow U-Nets without bias,
+  replicate-padded convs, any input size ("smart" centred padding of the upsampled maps).
+All three end with LeakyReLU(0.1) on the 3-channel output, as the official models do.
+"""
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .atbsn import SLOPE, BlindUNet, init_kaiming, pad_bottom_right, upsample
+
+
+class ATBSNStudentC(nn.Module):
+    """The plain U-Net (1,003,011 parameters); other sizes are padded bottom/right to multiples of 32."""
+
+    input_multiple = 32
+
+    def __init__(self, in_channels: int = 3, mid_channels: int = 48, out_channels: int = 3, bias: bool = True,
+                 pad_mode: Literal["reflect", "replicate", "zero"] = "reflect"):
+        super().__init__()
+        self.in_channels, self.out_channels, self.pad_mode = in_channels, out_channels, pad_mode
+        self.unet = BlindUNet(in_channels, mid_channels, out_channels, blind=False, bias=bias)
+        init_kaiming(self)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        if h % 32 or w % 32:
+            return self.unet(pad_bottom_right(x, 32, self.pad_mode))[..., :h, :w]
+        return self.unet(x)
+
+
+class ReplicateConv(nn.Module):
+    """3x3 conv without bias, replicate padding, then LeakyReLU(0.1)."""
+
+    def __init__(self, in_channels: int, out_channels: int):
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, out_channels, 3, padding=1, padding_mode="replicate", bias=False)
+
+    def forward(self, x):
+        return F.leaky_relu(self.conv(x), SLOPE)
+
+
+class Stage(nn.Module):
+    """A chain of ReplicateConvs named conv1..convN (student B); student A names its single conv ``conv``."""
+
+    def __init__(self, widths, single_name: bool = False):
+        super().__init__()
+        pairs = list(zip(widths[:-1], widths[1:]))
+        if single_name:
+            self.conv = ReplicateConv(*pairs[0])
+        else:
+            for i, (cin, cout) in enumerate(pairs, 1):
+                setattr(self, f"conv{i}", ReplicateConv(cin, cout))
+
+    def forward(self, x):
+        for m in self.children():
+            x = m(x)
+        return x
+
+
+def upsample_to(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """Nearest x2, then zero-pad (centred) to ``like``'s size when pooling floored an odd side."""
+    x = upsample(x)
+    dy, dx = like.shape[-2] - x.shape[-2], like.shape[-1] - x.shape[-1]
+    if dy or dx:
+        x = F.pad(x, (dx // 2, dx - dx // 2, dy // 2, dy - dy // 2))
+    return x
+
+
+class SmallStudent(nn.Module):
+    """enc1 -> pool -> enc2 -> pool -> enc3 -> up + cat enc1 -> dec2 -> up + cat input -> dec1."""
+
+    def __init__(self, enc1, enc2, enc3, dec2, dec1, single_name: bool):
+        super().__init__()
+        self.in_channels = enc1[0]
+        self.out_channels = dec1[-1]
+        self.enc1, self.enc2, self.enc3 = (Stage(w, single_name) for w in (enc1, enc2, enc3))
+        self.dec2, self.dec1 = Stage(dec2, single_name), Stage(dec1, single_name)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x1 = F.max_pool2d(self.enc1(x), 2)
+        h = self.enc3(F.max_pool2d(self.enc2(x1), 2))
+        h = self.dec2(torch.cat([upsample_to(h, x1), x1], 1))
+        return self.dec1(torch.cat([upsample_to(h, x), x], 1))
+
+
+class ATBSNStudentA(SmallStudent):
+    """Student A, "Blind_UNet_small": 128,385 parameters, 31,185 MACs per pixel."""
+
+    def __init__(self, in_channels: int = 3, out_channels: int = 3):
+        super().__init__((in_channels, 48), (48, 48), (48, 48), (96, 96), (96 + in_channels, out_channels), True)
+
+
+class ATBSNStudentB(SmallStudent):
+    """Student B, "Blind_UNet_small2": 856,656 parameters, 405,648 MACs per pixel."""
+
+    def __init__(self, in_channels: int = 3, out_channels: int = 3):
+        super().__init__((in_channels, 48, 48, 48), (48, 48, 48, 48), (48, 96, 96, 48), (96, 96, 96, 96, 96),
+                         (96 + in_channels, 96, 96, 96, out_channels), False)
