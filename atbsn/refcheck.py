@@ -128,7 +128,128 @@ def check_atbsn_metrics(folder: str, file: str) -> Iterator[Result]:
     yield Result(file, "ssim_y_batch_mean", rel_err(np.mean(ssims), ref["ssim_y_batch_mean"]), TOL_METRIC)
 
 
+# --------------------------------------------------------------------------- AT-BSN networks
+def _atbsn_net(folder: str, weights: str, cls_name: str, bias_file: str = None):
+    from . import archs
+
+    net = getattr(archs, cls_name)()
+    sd = _load(folder, weights)
+    if bias_file:
+        sd.update(_load(folder, bias_file))
+    net.load_state_dict(sd, strict=True)
+    return net.eval()
+
+
+ATBSN_WEIGHTS = {
+    "atbsn_teacher_weights.pt": ("ATBSN", 1268547),
+    "atbsn_student_c_nbsn_weights.pt": ("ATBSNStudentC", 1003011),
+    "atbsn_student_a_small_weights.pt": ("ATBSNStudentA", 128385),
+    "atbsn_student_b_small2_weights.pt": ("ATBSNStudentB", 856656),
+}
+
+
+def check_atbsn_weights(folder: str, file: str) -> Iterator[Result]:
+    cls, expected = ATBSN_WEIGHTS[file]
+    count = sum(p.numel() for p in _atbsn_net(folder, file, cls).parameters())
+    yield Result(file, f"strict load into {cls}, {expected:,} parameters", rel_err(count, expected), 0.0)
+
+
+def check_atbsn_bias_perturbation(folder: str, file: str) -> Iterator[Result]:
+    weights, cls = (("atbsn_teacher_weights.pt", "ATBSN") if "teacher" in file
+                    else ("atbsn_student_c_nbsn_weights.pt", "ATBSNStudentC"))
+    net = _atbsn_net(folder, weights, cls, file)
+    biases = _load(folder, file)
+    changed = sum(int(not torch.equal(net.state_dict()[k], v)) for k, v in biases.items())
+    yield Result(file, f"{len(biases)} biases load over {weights}", float(changed), 0.0)
+
+
+def check_atbsn_teacher(folder: str, file: str) -> Iterator[Result]:
+    from .models import ATBSNModel
+
+    ref = _load(folder, file)
+    for prefix, bias_file in (("", None), ("biaspert_", ref["biaspert_file"])):
+        net = _atbsn_net(folder, ref["weights_file"], "ATBSN", bias_file)
+        with torch.no_grad():
+            feats = net.features(ref["input"])
+            for k in ref["hole_sizes"].tolist():
+                out = net(ref["input"], hole_size=k)
+                yield Result(file, f"{prefix}output_hole{k}", rel_err(out, ref[f"{prefix}output_hole{k}"]), TOL_NET)
+                if not prefix:
+                    shared = net.head(feats, k)
+                    yield Result(file, f"shared-feature head == full pass, k={k}", rel_err(shared, out), 0.0)
+    net = _atbsn_net(folder, ref["weights_file"], "ATBSN")
+    model = ATBSNModel({"net": net})
+    model.train(True)
+    optimizer = torch.optim.Adam(net.parameters(), 3e-4)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, 400000)
+    batch = {"noisy": ref["input"] / 255}
+    progress = __import__("atbsn.models", fromlist=["Progress"]).Progress(0, 1, 0, 1)
+    loss = model.training_step(batch, progress)["loss"]
+    yield Result(file, "stage1_loss_step0", rel_err(loss.item(), ref["stage1_loss_step0"]), TOL_NET)
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    scheduler.step()
+    loss = model.training_step(batch, progress)["loss"]
+    yield Result(file, "stage1_loss_step1 (after one Adam step)", rel_err(loss.item(), ref["stage1_loss_step1"]), 1e-3)
+
+
+def check_atbsn_students(folder: str, file: str) -> Iterator[Result]:
+    ref = _load(folder, file)
+    classes = {"c": "ATBSNStudentC", "a": "ATBSNStudentA", "b": "ATBSNStudentB"}
+    for key, cls in classes.items():
+        net = _atbsn_net(folder, ref[f"weights_file_student_{key}"], cls)
+        yield Result(file, f"param_count_student_{key}",
+                     rel_err(sum(p.numel() for p in net.parameters()), ref[f"param_count_student_{key}"]), 0.0)
+        with torch.no_grad():
+            yield Result(file, f"output_student_{key}", rel_err(net(ref["input"]), ref[f"output_student_{key}"]),
+                         TOL_NET)
+    net = _atbsn_net(folder, ref["weights_file_student_c"], "ATBSNStudentC", ref["biaspert_file_student_c"])
+    with torch.no_grad():
+        yield Result(file, "biaspert_output_student_c", rel_err(net(ref["input"]), ref["biaspert_output_student_c"]),
+                     TOL_NET)
+
+
+def check_atbsn_distill(folder: str, file: str) -> Iterator[Result]:
+    from .models import ATBSNDistillation, Progress
+    from .models.atbsn import student_init_keys
+
+    ref = _load(folder, file)
+    teacher_sd = _load(folder, ref["teacher_weights_file"])
+    student_sd = _load(folder, ref["student_seed0_weights_file"])
+    keys = student_init_keys(teacher_sd, student_sd)
+    yield Result(file, "copied_keys (30, official filter)", float(keys != ref["copied_keys"].split("\n")), 0.0)
+    for variant in ("official_init", "seed0_student"):
+        teacher = _atbsn_net(folder, ref["teacher_weights_file"], "ATBSN")
+        student = _atbsn_net(folder, ref["student_seed0_weights_file"], "ATBSNStudentC")
+        model = ATBSNDistillation({"teacher": teacher, "student": student},
+                                  hole_sizes=ref["hole_sizes"].tolist(),
+                                  init_student_from_teacher=variant == "official_init")
+        model.init_training()
+        model.train(True)
+        out = model.training_step({"noisy": ref["input"] / 255}, Progress(0, 1, 0, 1))
+        yield Result(file, f"loss_{variant}", rel_err(out["loss"].item(), ref[f"loss_{variant}"]), TOL_NET)
+        terms = torch.stack([out[f"l1_k{k}"] for k in ref["hole_sizes"].tolist()])
+        yield Result(file, f"loss_terms_{variant}", rel_err(terms, ref[f"loss_terms_{variant}"]), TOL_NET)
+        with torch.no_grad():
+            yield Result(file, f"student_output_{variant}",
+                         rel_err(student(ref["input"]), ref[f"student_output_{variant}"]), TOL_NET)
+        optimizer = torch.optim.Adam(student.parameters(), 3e-4)
+        optimizer.zero_grad()
+        out["loss"].backward()
+        optimizer.step()
+        after = model.training_step({"noisy": ref["input"] / 255}, Progress(0, 1, 0, 1))["loss"].item()
+        yield Result(file, f"loss_after_one_adam_step_{variant}",
+                     rel_err(after, ref[f"loss_after_one_adam_step_{variant}"]), 1e-3)
+
+
 CHECKS: Dict[str, Callable[[str, str], Iterator[Result]]] = {
+    **{f: check_atbsn_weights for f in ATBSN_WEIGHTS},
+    "atbsn_teacher_bias_perturbation.pt": check_atbsn_bias_perturbation,
+    "atbsn_student_c_bias_perturbation.pt": check_atbsn_bias_perturbation,
+    "atbsn_teacher_vectors.pt": check_atbsn_teacher,
+    "atbsn_students_vectors.pt": check_atbsn_students,
+    "atbsn_distill_vectors.pt": check_atbsn_distill,
     "n2n_unet_weights.pt": check_n2n_weights,
     "n2n_unet_perturbed_weights.pt": check_n2n_weights,
     "n2n_unet_vectors.pt": check_n2n_vectors,
@@ -137,7 +258,7 @@ CHECKS: Dict[str, Callable[[str, str], Iterator[Result]]] = {
 }
 
 # Reference files of methods whose issues are still open: reported, not failed.
-PENDING_PREFIXES = {"atbsn_": "AT-BSN networks (issue 3)", "dbsn_": "D-BSN (issue 4)", "cbsn_": "C-BSN (issue 5)"}
+PENDING_PREFIXES = {"dbsn_": "D-BSN (issue 4)", "cbsn_": "C-BSN (issue 5)"}
 
 
 def run_checks(folder: str) -> tuple[List[Result], List[str], List[str]]:

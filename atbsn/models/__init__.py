@@ -3,10 +3,12 @@ from __future__ import annotations
 
 from ..registry import Registry
 from .base_model import DenoisingModel, Progress, pad_to_multiple
+from .atbsn import ATBSNDistillation, ATBSNModel
 from .neighbor2neighbor import Neighbor2Neighbor
 
 MODEL_REGISTRY = Registry("model")
-MODEL_REGISTRY.register(Neighbor2Neighbor)
+for _cls in (Neighbor2Neighbor, ATBSNModel, ATBSNDistillation):
+    MODEL_REGISTRY.register(_cls)
 
 
 def build_model(opt: dict) -> DenoisingModel:
@@ -16,4 +18,5 @@ def build_model(opt: dict) -> DenoisingModel:
     return MODEL_REGISTRY.build(opt["model"], where="model", networks=networks)
 
 
-__all__ = ["MODEL_REGISTRY", "build_model", "DenoisingModel", "Progress", "pad_to_multiple", "Neighbor2Neighbor"]
+__all__ = ["MODEL_REGISTRY", "build_model", "DenoisingModel", "Progress", "pad_to_multiple", "Neighbor2Neighbor", "ATBSNModel",
+           "ATBSNDistillation"]

@@ -96,6 +96,12 @@ class DenoisingModel:
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
     # -- the method ------------------------------------------------------------------------------
+    def check_options(self, opt: dict) -> None:
+        """Reject options this method cannot train with (e.g. crop sizes), before anything runs."""
+
+    def init_training(self) -> None:
+        """Called once by the trainer after pretrained weights are loaded, before any resume."""
+
     def training_step(self, batch: Dict[str, torch.Tensor], progress: Progress) -> Dict[str, torch.Tensor]:
         raise NotImplementedError
 

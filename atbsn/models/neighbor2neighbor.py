@@ -63,6 +63,14 @@ class Neighbor2Neighbor(DenoisingModel):
         super().__init__(networks)
         self.lambda_rec, self.lambda_reg, self.increase_ratio = lambda_rec, lambda_reg, increase_ratio
 
+    def check_options(self, opt: dict) -> None:
+        crop = (opt["datasets"].get("train") or {}).get("crop_size")
+        multiple = 2 * self.input_multiple()
+        if crop is not None and crop % multiple:
+            raise OptionsError(f"datasets.train.crop_size ({crop}) must be a multiple of {multiple}: Neighbor2Neighbor "
+                               f"trains on half-resolution sub-images that the network needs in multiples of "
+                               f"{multiple // 2}")
+
     def regulariser_weight(self, progress: Progress) -> float:
         """Lambda(e) = increase_ratio * e / E for 1-based epoch e: 0.02 -> 2.0 over 100 epochs."""
         return self.increase_ratio * (progress.epoch + 1) / progress.total_epochs

@@ -87,7 +87,9 @@ class Trainer:
             torch.backends.cudnn.deterministic = True
 
         self.model = build_model(opt)
+        self.model.check_options(opt)
         load_pretrained(self.model, opt["path"]["pretrain_network"], opt["path"]["strict_load"])
+        self.model.init_training()
         self.model.to(self.device)
         configure_inference(self.model, opt)
         if tcfg["channels_last"]:

@@ -1,0 +1,137 @@
+"""AT-BSN (Chen et al., CVPR 2024): asymmetric tunable blind spots, and multi-teacher distillation.
+
+Stage 1 (``ATBSNModel``). One blind-spot teacher T(x; k) is trained self-supervised with a large
+blind spot, k_a = 9, which suppresses the spatially correlated noise of real sRGB images:
+
+    L = mean |T(x; k_a) - x|           (x: the noisy image on [0, 255])
+
+and is applied with a small blind spot, k_b = 3, which keeps more of the local detail.
+
+Stage 2 (``ATBSNDistillation``). The frozen teacher at every hole size in Ks = {0,1,3,5,7,9,11}
+(k = 0 is non-blind) supervises a light non-blind student S:
+
+    L = sum_k mean |S(x) - sg(T(x; k))|
+
+whose per-pixel minimiser is the median of the teachers. The rotated U-Net of the teacher does
+not depend on k, so it runs once per batch; only shift + un-rotate + 1x1 head repeat per k.
+"""
+from __future__ import annotations
+
+from typing import Dict, List, Optional
+
+import torch
+import torch.nn.functional as F
+
+from ..errors import OptionsError
+from .base_model import DenoisingModel, Progress
+
+DEFAULT_TEACHERS = (0, 1, 3, 5, 7, 9, 11)
+
+
+def check_conforming_crop(opt: dict, multiple: int = 32) -> None:
+    """Training never pads: mirrored padding could show a blind-spot network its own centre pixel."""
+    train = opt["datasets"].get("train") or {}
+    crop = train.get("crop_size")
+    if crop is None:
+        raise OptionsError("datasets.train.crop_size is required for AT-BSN training (square, a multiple of 32)")
+    if crop % multiple:
+        raise OptionsError(f"datasets.train.crop_size ({crop}) must be a multiple of {multiple}: AT-BSN trains on "
+                           f"square crops that the network takes without padding (e.g. 256 or 128)")
+
+
+class ATBSNModel(DenoisingModel):
+    """Stage 1: self-supervised blind-spot training of the AT-BSN teacher."""
+
+    value_scale = 255.0
+
+    def __init__(self, networks, train_hole_size: int = 9, valid_hole_size: int = 3,
+                 ensemble_hole_sizes: Optional[List[int]] = None):
+        super().__init__(networks)
+        self.train_hole_size, self.valid_hole_size = train_hole_size, valid_hole_size
+        self.ensemble_hole_sizes = ensemble_hole_sizes
+        net = self.networks["net"]
+        if not hasattr(net, "shift_for"):
+            raise OptionsError(f"ATBSNModel trains a tunable blind-spot network (type: ATBSN), got {type(net).__name__}")
+        for k in [train_hole_size, valid_hole_size, *(ensemble_hole_sizes or [])]:
+            net.shift_for(k)
+
+    def check_options(self, opt: dict) -> None:
+        check_conforming_crop(opt)
+
+    def training_step(self, batch: Dict[str, torch.Tensor], progress: Progress) -> Dict[str, torch.Tensor]:
+        noisy = self.prepare_input(batch["noisy"]) * self.value_scale
+        loss = F.l1_loss(self.run("net", noisy, hole_size=self.train_hole_size), noisy)
+        return {"loss": loss}
+
+    def network_forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.ensemble_hole_sizes:
+            return self.run("net", x, hole_size=self.valid_hole_size)
+        net = self.networks["net"]  # test-time teacher ensemble (paper Table 2): one U-Net pass, several heads
+        feats = net.features(x)
+        return torch.stack([net.head(feats, k) for k in self.ensemble_hole_sizes]).mean(0)
+
+
+class ATBSNDistillation(DenoisingModel):
+    """Stage 2: distil the frozen teacher, at every hole size, into a non-blind student."""
+
+    network_roles = ("teacher", "student")
+    trainable_roles = ("student",)
+    inference_role = "student"
+    value_scale = 255.0
+
+    def __init__(self, networks, hole_sizes: List[int] = list(DEFAULT_TEACHERS), mean_teacher: bool = False,
+                 init_student_from_teacher: bool = True):
+        super().__init__(networks)
+        teacher = self.networks["teacher"]
+        if not (hasattr(teacher, "features") and hasattr(teacher, "head")):
+            raise OptionsError(f"networks.teacher must be an AT-BSN teacher (type: ATBSN), got {type(teacher).__name__}")
+        for k in hole_sizes:
+            teacher.shift_for(k)
+        self.hole_sizes, self.mean_teacher = list(hole_sizes), mean_teacher
+        self.init_student_from_teacher = init_student_from_teacher
+        teacher.requires_grad_(False)
+
+    def check_options(self, opt: dict) -> None:
+        check_conforming_crop(opt)
+        if not opt["path"]["pretrain_network"] or "teacher" not in (opt["path"]["pretrain_network"] or {}):
+            raise OptionsError("distillation needs the trained teacher: set path.pretrain_network.teacher "
+                               "(a stage-1 checkpoint or the official atbsn_best_*.pth)")
+
+    def init_training(self) -> None:
+        if self.init_student_from_teacher:
+            copy_teacher_unet(self.networks["teacher"], self.networks["student"])
+
+    def teacher_targets(self, x: torch.Tensor) -> List[torch.Tensor]:
+        teacher = self.networks["teacher"]
+        with torch.no_grad():
+            feats = teacher.features(x)
+            return [teacher.head(feats, k) for k in self.hole_sizes]
+
+    def training_step(self, batch: Dict[str, torch.Tensor], progress: Progress) -> Dict[str, torch.Tensor]:
+        noisy = self.prepare_input(batch["noisy"]) * self.value_scale
+        targets = self.teacher_targets(noisy)
+        out = self.run("student", noisy)
+        if self.mean_teacher:  # ablation: L1 to the averaged target
+            return {"loss": F.l1_loss(out, torch.stack(targets).mean(0))}
+        terms = [F.l1_loss(out, t) for t in targets]
+        losses = {"loss": torch.stack(terms).sum()}
+        losses.update({f"l1_k{k}": t.detach() for k, t in zip(self.hole_sizes, terms)})
+        return losses
+
+
+def student_init_keys(teacher_state: Dict[str, torch.Tensor], student_state: Dict[str, torch.Tensor]) -> List[str]:
+    """The official bsn -> nbsn copy: every teacher ``unet.*`` key except ``unet.dec1.*`` (30 keys)."""
+    return [k for k in teacher_state if k.startswith("unet.") and not k.startswith("unet.dec1.")
+            and k in student_state and student_state[k].shape == teacher_state[k].shape]
+
+
+def copy_teacher_unet(teacher: torch.nn.Module, student: torch.nn.Module) -> List[str]:
+    t, s = teacher.state_dict(), student.state_dict()
+    keys = student_init_keys(t, s)
+    if not keys:
+        raise OptionsError(f"init_student_from_teacher: the student {type(student).__name__} shares no U-Net keys "
+                           f"with the teacher; use ATBSNStudentC or set model.init_student_from_teacher: false")
+    with torch.no_grad():
+        for k in keys:
+            s[k].copy_(t[k])
+    return keys
