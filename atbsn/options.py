@@ -135,8 +135,8 @@ SCHEMA: Dict[str, Any] = {
         "test": Typed("dataset", extra=LOADER_KEYS),
     },
     "train": {
-        "total_iter": Opt(int, required=True),
-        "optimizer": Typed("optimizer", required=True),
+        "total_iter": Opt(Optional[int], None),  # required by train.py (checked there)
+        "optimizer": Typed("optimizer"),
         "scheduler": Typed("scheduler"),
         "grad_clip": Opt(Optional[float], None),
         "amp": Opt(Optional[Literal["bf16", "fp16"]], None),
@@ -238,6 +238,10 @@ def _validate(value: Any, spec: Any, where: str) -> Any:
                 out[key] = copy.deepcopy(sub.default)
             elif isinstance(sub, dict):
                 out[key] = _validate({}, sub, path)
+            elif isinstance(sub, Typed):
+                out[key] = None
+            elif isinstance(sub, MapOf):
+                out[key] = {}
         return out
     if value is None and isinstance(spec, (MapOf, Typed)) and not spec.required:
         return None
@@ -268,9 +272,12 @@ def _validate(value: Any, spec: Any, where: str) -> Any:
 
 
 def _deep_merge(base: Dict, over: Dict) -> Dict:
+    """Merge ``over`` into ``base``; a mapping with ``_replace_: true`` replaces instead of merging."""
     out = copy.deepcopy(base)
     for k, v in over.items():
-        if isinstance(v, dict) and isinstance(out.get(k), dict) and not v.get("_replace_", False):
+        if isinstance(v, dict) and v.get("_replace_", False):
+            out[k] = _deep_merge({}, {kk: vv for kk, vv in v.items() if kk != "_replace_"})
+        elif isinstance(v, dict) and isinstance(out.get(k), dict):
             out[k] = _deep_merge(out[k], v)
         else:
             out[k] = copy.deepcopy(v)

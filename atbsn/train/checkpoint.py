@@ -145,9 +145,14 @@ class CheckpointManager:
 
 
 # --------------------------------------------------------------------------- weights
+# Official containers that hold several networks under a prefix (AT-BSN's distilled checkpoint).
+ROLE_PREFIXES = {"student": "nbsn.", "teacher": "bsn."}
+
+
 def extract_state_dict(obj: Dict[str, Any], role: str, path: str) -> Dict[str, torch.Tensor]:
     """Accept a training checkpoint, ``{'params': sd}`` (BasicSR), ``{'state_dict': sd}`` or a plain
-    state dict; strip a ``module.`` / ``_orig_mod.`` prefix."""
+    state dict; strip a ``module.`` / ``_orig_mod.`` prefix. From a container whose keys carry the
+    official ``nbsn.`` / ``bsn.`` prefixes, the role's part is taken (student / teacher)."""
     if "networks" in obj and isinstance(obj["networks"], dict):
         nets = obj["networks"]
         if role not in nets:
@@ -161,6 +166,9 @@ def extract_state_dict(obj: Dict[str, Any], role: str, path: str) -> Dict[str, t
         sd = obj
     if not all(isinstance(v, torch.Tensor) for v in sd.values()):
         raise CheckpointError(f"'{path}' does not hold a state dict of tensors for network '{role}'")
+    prefix = ROLE_PREFIXES.get(role)
+    if prefix and any(k.startswith(prefix) for k in sd):
+        sd = {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
     out = {}
     for k, v in sd.items():
         for prefix in ("module.", "_orig_mod."):

@@ -72,8 +72,11 @@ class Trainer:
     def __init__(self, opt: dict, dist: DistInfo = DistInfo(), auto_resume: bool = False):
         self.opt, self.dist = opt, dist
         tcfg, vcfg = opt["train"], opt["val"]
-        if opt["datasets"].get("train") is None:
-            raise OptionsError(f"{opt.get('_source', 'options')}: training needs 'datasets.train'")
+        src = opt.get("_source", "options")
+        for key, value in (("datasets.train", opt["datasets"].get("train")), ("train.total_iter", tcfg["total_iter"]),
+                           ("train.optimizer", tcfg["optimizer"])):
+            if value is None:
+                raise OptionsError(f"{src}: training needs '{key}'")
         self.exp = Experiment(opt, auto_resume, dist.is_main)
         self.log = get_logger(self.exp.log_file, dist.rank)
         if self.exp.archived:

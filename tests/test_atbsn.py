@@ -1,0 +1,150 @@
+import os
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import atbsn.archs.atbsn as atbsn_arch
+from atbsn.archs import ATBSN, ATBSNStudentA, ATBSNStudentC
+from atbsn.archs.atbsn import ROTATIONS, pad_bottom_right, shift_down
+from atbsn.errors import CheckpointError, OptionsError
+from atbsn.models import ATBSNDistillation, ATBSNModel, Progress
+from atbsn.options import validate
+from atbsn.refcheck import check_atbsn_distill, check_atbsn_students, check_atbsn_teacher
+from atbsn.train.checkpoint import extract_state_dict, load_network
+
+from conftest import REFERENCE, needs, tiny_options
+
+
+@needs(REFERENCE)
+@pytest.mark.parametrize("check,file", [(check_atbsn_teacher, "atbsn_teacher_vectors.pt"),
+                                        (check_atbsn_students, "atbsn_students_vectors.pt"),
+                                        (check_atbsn_distill, "atbsn_distill_vectors.pt")])
+def test_reference_outputs_and_losses(check, file):
+    results = list(check(REFERENCE, file))
+    assert len(results) >= 7
+    for r in results:
+        assert r.ok, (r.name, r.rel_err)
+
+
+def _blind_sets(net, k, positions, size=64):
+    """Per output pixel, the input pixels within 7 px with zero gradient. Max-pooling routes gradient
+    to the arg-max only, so the test swaps in average pooling, which has the same connectivity."""
+    inp = torch.rand(1, 3, size, size, dtype=torch.float64, requires_grad=True)
+    out = net(inp, hole_size=k)
+    sets = []
+    for y, x in positions:
+        (grad,) = torch.autograd.grad(out[0, :, y, x].sum(), inp, retain_graph=True)
+        g = grad[0].abs().sum(0)[y - 7: y + 8, x - 7: x + 8]
+        sets.append({(int(i) - 7, int(j) - 7) for i, j in (g == 0).nonzero()})
+    return sets
+
+
+@pytest.mark.parametrize("k,count", [(0, 0), (1, 1), (3, 9), (5, 26), (7, 54), (9, 90), (11, 134)])
+def test_blind_spot_geometry(monkeypatch, k, count):
+    monkeypatch.setattr(atbsn_arch, "pool", lambda x, blind: F.avg_pool2d(shift_down(x, 1) if blind else x, 2))
+    torch.manual_seed(0)
+    net = ATBSN(mid_channels=4).double()  # connectivity does not depend on the width
+    s = (k + 1) // 2
+    positions = ((32, 32), (33, 33), (32, 33), (33, 32))
+    for (y, x), blind in zip(positions, _blind_sets(net, k, positions)):
+        assert len(blind) == count, (k, y, x, len(blind))
+        square = {(i, j) for i in range(-s + 1, s) for j in range(-s + 1, s)}
+        assert square <= blind and all(max(abs(i), abs(j)) <= s for i, j in blind)
+
+
+def test_perturbing_hidden_pixels_leaves_the_output_unchanged():
+    torch.manual_seed(0)
+    net = ATBSN().eval()
+    x = torch.rand(1, 3, 64, 64) * 255
+    with torch.no_grad():
+        base = net(x, hole_size=3)
+        for dy, dx in ((0, 0), (1, 1), (-1, 0)):  # inside the 3x3 hole: exactly no effect
+            x2 = x.clone()
+            x2[..., 30 + dy, 30 + dx] += 500
+            assert torch.equal(net(x2, hole_size=3)[..., 30, 30], base[..., 30, 30])
+        x2 = x.clone()
+        x2[..., 30, 30] += 500
+        assert not torch.equal(net(x2, hole_size=0)[..., 30, 30], net(x, hole_size=0)[..., 30, 30])
+        x2 = x.clone()
+        x2[..., 27, 30] += 500  # 3 rows above: visible at k = 3
+        assert not torch.equal(net(x2, hole_size=3)[..., 30, 30], base[..., 30, 30])
+
+
+def test_any_input_size_without_changing_conforming_results():
+    torch.manual_seed(0)
+    net = ATBSN().eval()
+    x = torch.rand(1, 3, 64, 64) * 255
+    with torch.no_grad():
+        direct = net.head(net.features(x), 3)
+        assert torch.equal(net(x, hole_size=3), direct)  # conforming: the official batched graph, untouched
+        separate = net.head([net.unet(torch.rot90(x, k, dims=(-2, -1))) for k in ROTATIONS], 3)
+        assert torch.allclose(separate, direct, rtol=0, atol=1e-3)  # per-rotation passes: same maths
+        odd = torch.rand(1, 3, 50, 77) * 255
+        out = net(odd, hole_size=3)
+        assert out.shape == odd.shape
+        padded = pad_bottom_right(odd, 32, "reflect")
+        assert torch.equal(out, net.head(net.features(padded), 3)[..., :50, :77])
+        student = ATBSNStudentC().eval()
+        assert student(odd).shape == odd.shape
+        assert ATBSNStudentA()(odd).shape == odd.shape
+
+
+def test_bad_hole_sizes_crops_and_checkpoints(tmp_path, image_folder):
+    net = ATBSN()
+    with pytest.raises(OptionsError, match="non-negative integer"):
+        net(torch.rand(1, 3, 32, 32), hole_size=-1)
+    with pytest.raises(OptionsError, match="too large"):
+        net(torch.rand(1, 3, 32, 32), hole_size=80)
+    with pytest.raises(OptionsError, match="non-negative integer"):
+        ATBSNModel({"net": net}, train_hole_size=2.5)
+    opt = tiny_options(tmp_path, image_folder, model={"type": "ATBSNModel"}, networks={"net": {"type": "ATBSN"}})
+    opt["datasets"]["train"].update(type="NoisyFolderDataset", root=str(image_folder / "noisy"), crop_size=48)
+    del opt["datasets"]["train"]["noise"]
+    from atbsn.train.loop import Trainer
+
+    with pytest.raises(OptionsError, match="crop_size \\(48\\) must be a multiple of 32"):
+        Trainer(validate(opt))
+    with pytest.raises(CheckpointError, match="missing keys \\(6\\): nin_A.weight"):
+        load_network(ATBSN(), ATBSNStudentC().state_dict(), True, "student.pth")
+    with pytest.raises(CheckpointError, match="shape mismatches: unet.dec1.conv2.conv.weight"):
+        load_network(ATBSNStudentC(), {k: v for k, v in ATBSN().state_dict().items() if k.startswith("unet.")},
+                     True, "teacher.pth")
+
+
+def test_official_distilled_container_splits_by_prefix():
+    t, s = ATBSN(), ATBSNStudentC()
+    container = {**{f"bsn.{k}": v for k, v in t.state_dict().items()},
+                 **{f"nbsn.{k}": v for k, v in s.state_dict().items()}}
+    for role, net in (("teacher", ATBSN()), ("student", ATBSNStudentC())):
+        load_network(net, extract_state_dict(container, role, "atbsn-d.pth"), True, "atbsn-d.pth")
+    assert torch.equal(net.unet.intro.conv.weight, s.unet.intro.conv.weight)
+
+
+def test_distillation_runs_the_teacher_unet_once_and_sums_terms():
+    torch.manual_seed(0)
+    teacher, student = ATBSN(), ATBSNStudentC()
+    calls = []
+    teacher.unet.register_forward_hook(lambda *a: calls.append(1))
+    model = ATBSNDistillation({"teacher": teacher, "student": student})
+    model.init_training()
+    model.train(True)
+    assert not teacher.training and student.training and not any(p.requires_grad for p in teacher.parameters())
+    out = model.training_step({"noisy": torch.rand(2, 3, 32, 32)}, Progress(0, 1, 0, 1))
+    assert len(calls) == 1  # one stacked U-Net pass for all 7 hole sizes
+    terms = [out[f"l1_k{k}"] for k in (0, 1, 3, 5, 7, 9, 11)]
+    assert torch.allclose(out["loss"], torch.stack(terms).sum())
+    mean = ATBSNDistillation({"teacher": teacher, "student": student}, mean_teacher=True)
+    assert set(mean.training_step({"noisy": torch.rand(2, 3, 32, 32)}, Progress(0, 1, 0, 1))) == {"loss"}
+    with pytest.raises(OptionsError, match="shares no U-Net keys"):
+        ATBSNDistillation({"teacher": teacher, "student": ATBSNStudentA()}).init_training()
+
+
+def test_teacher_ensemble_averages_hole_sizes():
+    torch.manual_seed(0)
+    net = ATBSN().eval()
+    model = ATBSNModel({"net": net}, ensemble_hole_sizes=[1, 3, 5])
+    x = torch.rand(1, 3, 32, 32)
+    with torch.no_grad():
+        expected = torch.stack([net(x * 255, hole_size=k) for k in (1, 3, 5)]).mean(0) / 255
+        assert torch.allclose(model.denoise(x), expected, atol=1e-5)
