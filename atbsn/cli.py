@@ -58,7 +58,9 @@ def _train(argv: List[str]) -> int:
 
 
 # --------------------------------------------------------------------------- valid
-def _load_for_eval(opt: dict):
+def _load_for_eval(opt: dict, local_rank=None):
+    import torch
+
     from .errors import OptionsError
     from .inference import configure_inference, load_pretrained, resolve_device
     from .models import build_model
@@ -68,19 +70,25 @@ def _load_for_eval(opt: dict):
                            f"(a checkpoint of train.py or an official .pth)")
     model = build_model(opt)
     load_pretrained(model, opt["path"]["pretrain_network"], opt["path"]["strict_load"])
-    model.to(resolve_device(opt["device"]))
+    device = resolve_device(opt["device"])
+    if device.type == "cuda" and local_rank is not None:
+        device = torch.device("cuda", local_rank % torch.cuda.device_count())
+    model.to(device)
     configure_inference(model, opt)
-    model.amp_dtype = {"bf16": __import__("torch").bfloat16, "fp16": __import__("torch").float16}.get(
-        opt["train"]["amp"]) if "train" in opt else None
+    model.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(opt["train"]["amp"])
     model.train(False)
     return model
 
 
 def _valid(argv: List[str]) -> int:
     p = _parser("valid.py", "Evaluate a trained denoiser on paired or synthetic validation sets.")
+    p.add_argument("--launcher", choices=["none", "pytorch", "slurm"], default="none",
+                   help="shard the sets across the processes of torchrun / srun")
+    p.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
 
     from .data import build_eval_loader
+    from .dist import cleanup, init_dist
     from .errors import OptionsError
     from .evaluation import Evaluator, format_summary, write_results
     from .metrics import build_metric
@@ -90,19 +98,26 @@ def _valid(argv: List[str]) -> int:
     sets = opt["datasets"].get("val") or {}
     if not sets:
         raise OptionsError(f"{opt['_source']}: valid.py needs 'datasets.val' (one or more named sets)")
-    model = _load_for_eval(opt)
-    loaders = {name: build_eval_loader(cfg, f"datasets.val.{name}") for name, cfg in sets.items()}
-    vcfg = opt["val"]
-    out_dir = os.path.join(opt["path"]["results_root"], opt["name"])
-    evaluator = Evaluator(loaders, [build_metric(m) for m in vcfg["metrics"]], vcfg["tile"]["size"],
-                          vcfg["tile"]["overlap"])
-    t0 = time.time()
-    result = evaluator.run(model, os.path.join(out_dir, "images"), vcfg["save_images"], progress=sys.stdout.isatty())
-    csv_path, json_path = write_results(result, out_dir, {"weights": opt["path"]["pretrain_network"],
-                                                          "seconds": round(time.time() - t0, 2)})
-    for line in format_summary(result["summary"]):
-        print(line)
-    print(f"per-image metrics: {csv_path}\nsummary: {json_path}")
+    dist = init_dist(args.launcher, opt["dist"]["backend"], opt["dist"]["timeout_s"], args.local_rank)
+    try:
+        model = _load_for_eval(opt, dist.local_rank if dist.enabled else None)
+        loaders = {name: build_eval_loader(cfg, f"datasets.val.{name}", dist.rank, dist.world_size)
+                   for name, cfg in sets.items()}
+        vcfg = opt["val"]
+        out_dir = os.path.join(opt["path"]["results_root"], opt["name"])
+        evaluator = Evaluator(loaders, [build_metric(m) for m in vcfg["metrics"]], vcfg["tile"]["size"],
+                              vcfg["tile"]["overlap"])
+        t0 = time.time()
+        result = evaluator.run(model, os.path.join(out_dir, "images"), vcfg["save_images"],
+                               progress=sys.stdout.isatty() and dist.is_main)
+        if dist.is_main:
+            csv_path, json_path = write_results(result, out_dir, {"weights": opt["path"]["pretrain_network"]})
+            for line in format_summary(result["summary"]):
+                print(line)
+            print(f"{len(result['records'])} records in {time.time() - t0:.1f} s on {dist.world_size} process(es)")
+            print(f"per-image metrics: {csv_path}\nsummary: {json_path}")
+    finally:
+        cleanup()
     return 0
 
 

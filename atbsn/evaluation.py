@@ -33,15 +33,19 @@ class Evaluator:
         self._input_metrics: Dict[tuple, Dict[str, float]] = {}
 
     def run(self, model, image_dir: Optional[str] = None, save_images: int = 0, progress: bool = False) -> dict:
+        """Evaluate this process's shard; with torch.distributed the records of all ranks are gathered,
+        so every rank returns the same result as a single process would."""
         model.train(False)
         records = []
-        for set_name, loader in self.loaders.items():
+        for set_order, (set_name, loader) in enumerate(self.loaders.items()):
+            global_index = getattr(loader.dataset, "indices", None)
             it = loader
             if progress:
                 from tqdm import tqdm
 
                 it = tqdm(loader, desc=f"validate {set_name}", leave=False)
-            for idx, batch in enumerate(it):
+            for local, batch in enumerate(it):
+                idx = global_index[local] if global_index is not None else local
                 if "clean" not in batch:
                     raise DataError(f"validation set '{set_name}' has no clean images: use PairedFolderDataset "
                                     f"or SyntheticNoiseDataset")
@@ -55,11 +59,26 @@ class Evaluator:
                         key = (set_name, name, proto.name)
                         if key not in self._input_metrics:
                             self._input_metrics[key] = proto(n, g)
-                        rec = {"dataset": set_name, "image": name, "protocol": proto.name}
+                        rec = {"_order": (set_order, idx), "dataset": set_name, "image": name, "protocol": proto.name}
                         rec.update(proto(p, g))
                         rec.update({f"input_{k}": v for k, v in self._input_metrics[key].items()})
                         records.append(rec)
+        records = gather_records(records)
         return {"records": records, "summary": summarize(records), "protocols": [p.describe() for p in self.protocols]}
+
+
+def gather_records(records: List[dict]) -> List[dict]:
+    """All ranks' records in the single-process order (sets, then image index, then protocol)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        shards: List[Optional[List[dict]]] = [None] * dist.get_world_size()
+        dist.all_gather_object(shards, records)
+        records = [r for shard in shards for r in shard]
+    records.sort(key=lambda r: r["_order"])  # stable: protocols keep their order
+    for r in records:
+        r.pop("_order")
+    return records
 
 
 def summarize(records: List[dict]) -> Dict[str, Dict[str, Dict[str, float]]]:

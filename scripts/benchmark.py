@@ -68,8 +68,6 @@ def measure(arch: str, args) -> dict:
     net = ARCH_REGISTRY.get(arch)()
     channels = getattr(net, "in_channels", 3)
     params = count_parameters(net)
-    probe = torch.rand(1, channels, 256, 256)
-    macs_pp = count_macs(net, probe) / (256 * 256)
     net = net.to(device).eval()
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     if device.type == "cuda":
@@ -89,8 +87,9 @@ def measure(arch: str, args) -> dict:
     t_train = _timed(step, device, args.runs, args.warmup)
     if device.type == "cuda":
         peak = torch.cuda.max_memory_allocated() / 2**20
-    else:
-        peak = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0) / 1024  # kB -> MiB
+    else:  # growth of the process's peak RSS over the loaded model (kB -> MiB)
+        peak = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0) / 1024
+    macs_pp = count_macs(net.cpu().eval(), torch.rand(1, channels, 256, 256)) / (256 * 256)
     infer_macs = macs_pp * args.size * args.size * args.batch
     return {
         "arch": arch, "params": params, "macs_per_pixel": macs_pp,
@@ -99,6 +98,91 @@ def measure(arch: str, args) -> dict:
         "train_step_ms": t_train * 1e3, "peak_memory_mib": peak,
         "size": args.size, "batch": args.batch, "train_size": args.train_size, "train_batch": args.train_batch,
     }
+
+
+def measure_distill(args) -> dict:
+    """AT-BSN distillation step (teacher targets at 7 hole sizes + student C update): the naive form
+    (7 full teacher passes, as the official code) against one shared U-Net pass + 7 heads."""
+    import torch
+
+    from atbsn.archs import ATBSN, ATBSNStudentC
+    from atbsn.inference import resolve_device
+    from atbsn.models import ATBSNDistillation, Progress
+
+    torch.manual_seed(0)
+    device = resolve_device(args.device)
+    teacher, student = ATBSN().to(device), ATBSNStudentC().to(device)
+    model = ATBSNDistillation({"teacher": teacher, "student": student}, init_student_from_teacher=False)
+    model.train(True)
+    opt = torch.optim.Adam(student.parameters(), 3e-4)
+    x = torch.rand(args.distill_batch, 3, args.distill_size, args.distill_size, device=device)
+    progress = Progress(0, 1, 0, 1)
+
+    def naive_targets(inp):
+        with torch.no_grad():
+            return [teacher(inp, hole_size=k) for k in model.hole_sizes]
+
+    def step(targets_fn):
+        def run():
+            original = model.teacher_targets
+            model.teacher_targets = targets_fn or original
+            try:
+                loss = model.training_step({"noisy": x}, progress)["loss"]
+            finally:
+                model.teacher_targets = original
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        return run
+
+    with torch.no_grad():
+        diff = max((a - b).abs().max().item() for a, b in zip(naive_targets(x * 255), model.teacher_targets(x * 255)))
+    t_naive = _timed(step(naive_targets), device, args.runs, args.warmup)
+    t_shared = _timed(step(None), device, args.runs, args.warmup)
+    return {"batch": args.distill_batch, "size": args.distill_size, "naive_ms": t_naive * 1e3,
+            "shared_ms": t_shared * 1e3, "speedup": t_naive / t_shared, "max_target_diff_255": diff}
+
+
+def measure_teacher_vs_straightforward(args) -> dict:
+    """Our blind conv (two zero rows on top, no output slice) against the spec's literal recipe
+    (pad one row, conv with padding 1, drop the last row): teacher forward and training step."""
+    import torch
+    import torch.nn.functional as F
+
+    import atbsn.archs.atbsn as arch
+    from atbsn.inference import resolve_device
+
+    device = resolve_device(args.device)
+    torch.manual_seed(0)
+    net = arch.ATBSN().to(device)
+    x = torch.rand(args.batch, 3, args.size, args.size, device=device) * 255
+    xt = torch.rand(args.train_batch, 3, args.train_size, args.train_size, device=device) * 255
+    opt = torch.optim.Adam(net.parameters(), 1e-4)
+
+    def straightforward(self, inp):
+        if self.blind:
+            inp = F.pad(inp, (0, 0, 1, 0))
+            return F.leaky_relu(F.conv2d(inp, self.conv.weight, self.conv.bias, padding=1)[..., :-1, :], arch.SLOPE)
+        return F.leaky_relu(self.conv(inp), arch.SLOPE)
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        F.l1_loss(net(xt, hole_size=9), xt).backward()
+        opt.step()
+
+    out = {}
+    original = arch.Conv.forward
+    try:
+        for name, fwd in (("ours", original), ("straightforward", straightforward)):
+            arch.Conv.forward = fwd
+            with torch.no_grad():
+                out[f"{name}_forward_ms"] = _timed(lambda: net(x, hole_size=3), device, args.runs, args.warmup) * 1e3
+            out[f"{name}_train_step_ms"] = _timed(step, device, args.runs, args.warmup) * 1e3
+    finally:
+        arch.Conv.forward = original
+    macs = 1249029 * args.size * args.size * args.batch
+    out["ours_forward_gflops"] = 2 * macs / (out["ours_forward_ms"] / 1e3) / 1e9
+    return out
 
 
 def main() -> int:
@@ -113,6 +197,9 @@ def main() -> int:
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--out", default=os.path.join(ROOT, "benchmarks"), help="folder for results.json / results.md")
+    p.add_argument("--distill-batch", type=int, default=8, help="AT-BSN distillation step batch (official: 8)")
+    p.add_argument("--distill-size", type=int, default=128, help="AT-BSN distillation crop (official: 128)")
+    p.add_argument("--no-method-steps", action="store_true", help="skip the AT-BSN teacher/distillation rows")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     args = p.parse_args()
 
@@ -121,7 +208,8 @@ def main() -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.worker:
-        print(json.dumps(measure(args.worker, args)))
+        fn = {"distill": measure_distill, "teacher": measure_teacher_vs_straightforward}.get(args.worker)
+        print(json.dumps(fn(args) if fn else measure(args.worker, args)))
         return 0
 
     from atbsn.archs import ARCH_REGISTRY
@@ -134,20 +222,25 @@ def main() -> int:
         "torch": torch.__version__, "threads": torch.get_num_threads(), "python": platform.python_version(),
         "conv3x3_gflops": round(conv_throughput(device, args.runs, args.warmup), 2),
     }
-    rows = []
-    for arch in archs:
-        cmd = [sys.executable, os.path.abspath(__file__), "--worker", arch, "--device", args.device,
+    def worker(name):
+        cmd = [sys.executable, os.path.abspath(__file__), "--worker", name, "--device", args.device,
                "--size", str(args.size), "--batch", str(args.batch), "--train-size", str(args.train_size),
-               "--train-batch", str(args.train_batch), "--runs", str(args.runs), "--warmup", str(args.warmup)]
+               "--train-batch", str(args.train_batch), "--runs", str(args.runs), "--warmup", str(args.warmup),
+               "--distill-batch", str(args.distill_batch), "--distill-size", str(args.distill_size)]
         if args.threads:
             cmd += ["--threads", str(args.threads)]
         out = subprocess.run(cmd, capture_output=True, text=True)
         if out.returncode != 0:
-            print(f"{arch}: failed\n{out.stderr}", file=sys.stderr)
-            return 1
-        rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+            sys.exit(f"{name}: failed\n{out.stderr}")
+        return json.loads(out.stdout.strip().splitlines()[-1])
+
+    rows = [worker(arch) for arch in archs]
+    method_steps = {}
+    if not args.no_method_steps and (not args.archs or "ATBSN" in args.archs):
+        method_steps = {"atbsn_teacher": worker("teacher"), "atbsn_distillation": worker("distill")}
     os.makedirs(args.out, exist_ok=True)
-    result = {"machine": machine, "command": " ".join([os.path.basename(sys.executable)] + sys.argv), "rows": rows}
+    result = {"machine": machine, "command": " ".join([os.path.basename(sys.executable)] + sys.argv), "rows": rows,
+              **method_steps}
     with open(os.path.join(args.out, "results.json"), "w") as f:
         json.dump(result, f, indent=2)
     lines = [
@@ -162,6 +255,20 @@ def main() -> int:
         lines.append(f"| {r['arch']} | {r['params']:,} | {r['macs_per_pixel']:,.0f} | {r['gmacs_inference']:.2f} | "
                      f"{r['inference_ms']:.1f} | {r['inference_gflops']:.1f} | {r['train_step_ms']:.1f} | "
                      f"{r['peak_memory_mib']:.0f} |")
+    if method_steps:
+        t, d = method_steps["atbsn_teacher"], method_steps["atbsn_distillation"]
+        lines += [
+            "",
+            f"AT-BSN teacher, blind conv as implemented vs the spec's literal recipe (pad row, conv, drop row): "
+            f"forward @{args.size}² x{args.batch} {t['ours_forward_ms']:.1f} ms vs {t['straightforward_forward_ms']:.1f} ms "
+            f"({t['ours_forward_gflops']:.1f} GFLOP/s; 3x3 conv {machine['conv3x3_gflops']} GFLOP/s); "
+            f"train step ({args.train_batch}x{args.train_size}²) {t['ours_train_step_ms']:.1f} ms vs "
+            f"{t['straightforward_train_step_ms']:.1f} ms",
+            "",
+            f"AT-BSN distillation step ({d['batch']}x{d['size']}², 7 teachers + student C update): naive "
+            f"{d['naive_ms']:.1f} ms, shared U-Net {d['shared_ms']:.1f} ms, speed-up {d['speedup']:.2f}x "
+            f"(max target difference {d['max_target_diff_255']:.2e} on the 255 scale)",
+        ]
     table = "\n".join(lines)
     with open(os.path.join(args.out, "results.md"), "w") as f:
         f.write(table + "\n")

@@ -54,10 +54,10 @@ def test_official_n2n_config_runs_on_the_shared_sets(tmp_path):
         "train.py", "-opt", "options/train/train_n2n_gauss25.yml", "--set", f"path.experiments_root={tmp_path}",
         f"datasets.train.root={d('BSD300_test')}", "datasets.train.num_workers=0", "datasets.train.crop_size=64",
         "train.total_iter=2", "val.val_freq=2", f"datasets.val.kodak.root={d('Kodak')}", "datasets.val.kodak.repeats=1",
-        f"datasets.val.bsd300.root={d('BSD300_test')}", "datasets.val.bsd300.repeats=1",
+        "datasets.val.bsd300=null",  # 100 more full images: too slow for CI; BSD300 is the training root here
         f"datasets.val.set14.root={d('Set14')}", "datasets.val.set14.repeats=1", "logger.use_tensorboard=false")
     assert code == 0, err
-    for line in ("kodak [n2n_official, 24 images]", "bsd300 [n2n_official, 100 images]", "set14 [n2n_official, 12 images]"):
+    for line in ("kodak [n2n_official, 24 images]", "set14 [n2n_official, 12 images]"):
         assert line in out
     # sigma 25 noisy input scores about 20.2 dB on these sets under the n2n_official protocol
     noisy = [float(x) for x in re.findall(r"n2n_official, \d+ images\].*?noisy input ([\d.]+) dB", out)]
@@ -76,3 +76,46 @@ def test_prepare_n2n_imagenet_selects_sides_in_256_512(tmp_path):
     assert sorted(os.listdir(tmp_path / "dst")) == ["a.jpg", "c.jpg"] and "2 images" in out
     code, out, _ = run_cli("scripts/prepare_n2n_imagenet.py", str(tmp_path / "src"), str(tmp_path / "dst"))
     assert code == 0 and "2 images" in out  # restartable: existing outputs are kept
+
+
+def test_benchmark_atbsn_rows_and_distillation_step(tmp_path):
+    code, out, err = run_cli("scripts/benchmark.py", "--archs", "ATBSN", "ATBSNStudentC", "--size", "32",
+                             "--train-size", "32", "--train-batch", "1", "--distill-batch", "1", "--distill-size", "32",
+                             "--runs", "1", "--warmup", "0", "--out", str(tmp_path))
+    assert code == 0, err
+    assert "| ATBSN | 1,268,547 | 1,249,029 |" in out and "| ATBSNStudentC | 1,003,011 | 185,753 |" in out
+    result = json.load(open(tmp_path / "results.json"))
+    d = result["atbsn_distillation"]
+    assert d["max_target_diff_255"] == 0.0 and d["naive_ms"] > 0 and d["shared_ms"] > 0
+    assert result["atbsn_teacher"]["ours_forward_gflops"] > 0 and result["machine"]["conv3x3_gflops"] > 0
+
+
+@pytest.mark.slow
+@needs(os.path.join(DATA, "CC15"))
+def test_atbsn_teacher_then_distillation_on_cc15_from_the_cli(tmp_path):
+    cc = lambda s: os.path.join(DATA, "CC15", s)  # noqa: E731
+    data = [f"datasets.train.root={cc('noisy')}", f"datasets.val.cc15.noisy_root={cc('noisy')}",
+            f"datasets.val.cc15.clean_root={cc('clean')}", f"path.experiments_root={tmp_path}",
+            "datasets.train.crop_size=64", "datasets.train.batch_size=2", "train.save_freq=4", "val.val_freq=4",
+            "logger.use_tensorboard=false"]
+    code, out, err = run_cli("train.py", "-opt", "options/train/train_atbsn_cc15.yml", "--set", "train.total_iter=4",
+                             *data)
+    assert code == 0, err
+    assert re.search(r"cc15 \[atbsn_official, 15 images\]  PSNR [\d.]+ dB \(noisy input 33.4\d dB\)", out), out
+    teacher = tmp_path / "atbsn_cc15" / "checkpoints" / "best.pth"
+    code, out, err = run_cli("train.py", "-opt", "options/train/distill_atbsn_cc15.yml", "--set", "train.total_iter=4",
+                             f"path.pretrain_network.teacher={teacher}", *data)
+    assert code == 0, err
+    assert "l1_k0=" in out + open(tmp_path / "atbsn_d_cc15" / "train.log").read()
+    student = tmp_path / "atbsn_d_cc15" / "checkpoints" / "last.pth"
+    common = [f"path.pretrain_network.student={student}", f"path.results_root={tmp_path / 'results'}",
+              "datasets.val.sidd_val=null"]
+    code, out, err = run_cli("valid.py", "-opt", "options/test/test_atbsn.yml", "--set", *common,
+                             f"datasets.val.cc15={{type: PairedFolderDataset, noisy_root: {cc('noisy')}, "
+                             f"clean_root: {cc('clean')}}}")
+    assert code == 0, err
+    assert "cc15 [atbsn_official, 15 images]" in out and "cc15 [basicsr_rgb, 15 images]" in out
+    code, out, err = run_cli("test.py", "-opt", "options/test/test_atbsn.yml", "--set", *common, "--input",
+                             os.path.join(DATA, "real_noisy_samples"), "--output", str(tmp_path / "out"))
+    assert code == 0, err
+    assert len(os.listdir(tmp_path / "out")) == 3

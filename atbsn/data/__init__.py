@@ -46,11 +46,12 @@ def build_train_loader(cfg: Dict[str, Any], seed: int, rank: int = 0, world_size
     return loader, sampler
 
 
-def build_eval_loader(cfg: Dict[str, Any], where: str, indices=None):
-    """Deterministic loader over whole images (batch 1: images may differ in size)."""
+def build_eval_loader(cfg: Dict[str, Any], where: str, rank: int = 0, world_size: int = 1):
+    """Deterministic loader over whole images (batch 1: images may differ in size). With several
+    processes each rank takes every ``world_size``-th image, a disjoint shard."""
     dataset = build_dataset(cfg, where=where)
-    if indices is not None:
-        dataset = torch.utils.data.Subset(dataset, list(indices))
+    if world_size > 1:
+        dataset = torch.utils.data.Subset(dataset, list(range(rank, len(dataset), world_size)))
     return DataLoader(dataset, batch_size=1, shuffle=False, num_workers=cfg.get("num_workers", 0))
 
 

@@ -93,7 +93,8 @@ class ATBSNDistillation(DenoisingModel):
 
     def check_options(self, opt: dict) -> None:
         check_conforming_crop(opt)
-        if not opt["path"]["pretrain_network"] or "teacher" not in (opt["path"]["pretrain_network"] or {}):
+        weights = opt["path"]["pretrain_network"]
+        if not isinstance(weights, dict) or not weights.get("teacher"):
             raise OptionsError("distillation needs the trained teacher: set path.pretrain_network.teacher "
                                "(a stage-1 checkpoint or the official atbsn_best_*.pth)")
 

@@ -111,7 +111,8 @@ class Trainer:
         self.loader.generator = torch.Generator().manual_seed(opt["seed"])  # keeps the global RNG untouched
         val_sets = opt["datasets"].get("val") or {}
         self.evaluator = evaluation.Evaluator(
-            {name: build_eval_loader(cfg, f"datasets.val.{name}") for name, cfg in val_sets.items()},
+            {name: build_eval_loader(cfg, f"datasets.val.{name}", dist.rank, dist.world_size)
+             for name, cfg in val_sets.items()},
             [build_metric(m) for m in vcfg["metrics"]], vcfg["tile"]["size"], vcfg["tile"]["overlap"],
         ) if val_sets else None
 
@@ -196,7 +197,8 @@ class Trainer:
         return {k: float(v.detach()) for k, v in losses.items()}
 
     def validate(self) -> Optional[dict]:
-        if self.evaluator is None or not self.dist.is_main:
+        """Every rank evaluates its shard of each set; the gathered summary is the same everywhere."""
+        if self.evaluator is None:
             return None
         vcfg = self.opt["val"]
         result = self.evaluator.run(self.model, self.exp.visualization + f"/iter_{self.iteration:08d}",
