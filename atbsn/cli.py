@@ -125,7 +125,8 @@ def _valid(argv: List[str]) -> int:
 def _test(argv: List[str]) -> int:
     p = _parser("test.py", "Denoise images (any size) and write PNGs.")
     p.add_argument("--input", help="an image file or a folder of images (default: datasets.test.root)")
-    p.add_argument("--output", help="output folder (default: <results_root>/<name>/images)")
+    p.add_argument("--output", help="output folder (default: <results_root>/<name>/images, or .../submission)")
+    p.add_argument("--overwrite", action="store_true", help="replace a submission already in the output folder")
     args = p.parse_args(argv)
 
     import torch
@@ -137,6 +138,8 @@ def _test(argv: List[str]) -> int:
 
     opt = load_options(args.opt, args.set)
     test_cfg = opt["datasets"].get("test") or {}
+    if not args.input and test_cfg.get("type") in SUBMISSION_DATASETS:
+        return _submission(opt, test_cfg, args.output, args.overwrite)
     convert = bool(test_cfg.get("convert_color", False))
     if args.input:
         if os.path.isdir(args.input):
@@ -173,6 +176,59 @@ def _test(argv: List[str]) -> int:
         write_image(out, pred.numpy().transpose(1, 2, 0), bits)
         print(f"{path} -> {out}")
     print(f"denoised {len(paths)} image(s) in {time.time() - t0:.1f} s into {out_dir}")
+    return 0
+
+
+SUBMISSION_DATASETS = ("SIDDBlocksDataset", "DNDDataset")
+
+
+def _submission(opt: dict, test_cfg: dict, output: Optional[str], overwrite: bool) -> int:
+    """test.py on a benchmark: the SIDD CSV + SubmitSrgb.mat, or the 50 DND bundles."""
+    import numpy as np
+
+    from . import submission
+    from .data import build_dataset
+    from .errors import DataError
+    from .inference import denoise
+    from .utils.image import quantize
+
+    out_dir = output or os.path.join(opt["path"]["results_root"], opt["name"], "submission")
+    dataset = build_dataset(test_cfg, where="datasets.test")
+    is_sidd = test_cfg["type"] == "SIDDBlocksDataset"
+    names = [submission.SIDD_CSV, submission.SIDD_MAT] if is_sidd else submission.dnd_bundle_names()
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+    except OSError as err:
+        raise DataError(f"cannot create output folder '{out_dir}': {err.strerror}") from None
+    submission.refuse_existing(out_dir, names, overwrite)
+    if is_sidd and len(dataset) != 1280:
+        raise DataError(f"a SIDD submission needs all 1280 blocks, the dataset has {len(dataset)} "
+                        f"(remove datasets.test.indices)")
+    model = _load_for_eval(opt)
+    tile = opt["val"]["tile"]
+    seconds, pixels = 0.0, 0
+    blocks = np.empty((len(dataset), 256, 256, 3), np.uint8) if is_sidd else None
+    crops: dict = {}
+    written = []
+    for i in range(len(dataset)):
+        item = dataset[i]
+        t0 = time.perf_counter()
+        pred = denoise(model, item["noisy"][None], tile["size"], tile["overlap"])[0].numpy().transpose(1, 2, 0)
+        seconds += time.perf_counter() - t0
+        pixels += pred.shape[0] * pred.shape[1]
+        if is_sidd:
+            blocks[i] = quantize(pred, 8, "half_even")
+        else:
+            crops.setdefault(item["image"], {})[item["box"]] = np.clip(pred, 0, 1).astype(np.float32)
+            if len(crops[item["image"]]) == 20:
+                written.append(submission.write_dnd_bundle(crops.pop(item["image"]), item["image"], out_dir))
+    time_mp = seconds / (pixels / 1e6)
+    if is_sidd:
+        written = [submission.write_sidd_csv(blocks, os.path.join(out_dir, submission.SIDD_CSV)),
+                   submission.write_sidd_mat(blocks, os.path.join(out_dir, submission.SIDD_MAT), time_mp,
+                                             {"MethodName": opt["model"]["type"], "Name": opt["name"]})]
+    print(f"denoising time: {time_mp:.3f} s per megapixel ({pixels / 1e6:.1f} MP in {seconds:.1f} s)")
+    print(f"wrote {len(written)} submission file(s) to {out_dir}")
     return 0
 
 

@@ -38,7 +38,8 @@ class Evaluator:
         model.train(False)
         records = []
         for set_order, (set_name, loader) in enumerate(self.loaders.items()):
-            global_index = getattr(loader.dataset, "indices", None)
+            ds = loader.dataset
+            global_index = ds.indices if isinstance(ds, torch.utils.data.Subset) else None
             it = loader
             if progress:
                 from tqdm import tqdm

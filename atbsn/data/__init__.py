@@ -11,11 +11,14 @@ from torch.utils.data import DataLoader
 from ..options import LOADER_KEYS
 from ..registry import Registry
 from .datasets import NoisyFolderDataset, PairedFolderDataset, SyntheticNoiseDataset
+from .dnd import DNDDataset
+from .sidd import SIDDBlocksDataset, SIDDMediumDataset
 from .noise import NOISE_REGISTRY, build_noise
 from .sampler import TrainSampler
 
 DATASET_REGISTRY = Registry("dataset")
-for _cls in (NoisyFolderDataset, PairedFolderDataset, SyntheticNoiseDataset):
+for _cls in (NoisyFolderDataset, PairedFolderDataset, SyntheticNoiseDataset, SIDDMediumDataset, SIDDBlocksDataset,
+             DNDDataset):
     DATASET_REGISTRY.register(_cls)
 
 
@@ -56,4 +59,5 @@ def build_eval_loader(cfg: Dict[str, Any], where: str, rank: int = 0, world_size
 
 
 __all__ = ["DATASET_REGISTRY", "NOISE_REGISTRY", "build_dataset", "build_noise", "build_train_loader",
-           "build_eval_loader", "TrainSampler", "NoisyFolderDataset", "PairedFolderDataset", "SyntheticNoiseDataset"]
+           "build_eval_loader", "TrainSampler", "NoisyFolderDataset", "PairedFolderDataset", "SyntheticNoiseDataset",
+           "SIDDMediumDataset", "SIDDBlocksDataset", "DNDDataset"]

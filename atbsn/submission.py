@@ -1,0 +1,95 @@
+"""Benchmark submission files (specs/formats.md sections 3-4).
+
+* SIDD: the Kaggle CSV (``ID,BLOCK``: base64 of the raw 256x256x3 uint8 HWC block, 1,280 rows) and
+  the legacy ``SubmitSrgb.mat`` (40x32 cell ``DenoisedBlocksSrgb``, ``TimeMPSrgb``, ``OptionalData``).
+* DND: ``0001.mat`` .. ``0050.mat`` with ``Idenoised`` (1x20 cell of float32 512x512x3), ``israw``
+  false and ``eval_version`` "1.0".
+Blocks are quantised by :func:`atbsn.utils.image.quantize` (clip, round), the one place that rounds.
+"""
+from __future__ import annotations
+
+import base64
+import csv
+import os
+from typing import Dict, Optional
+
+import numpy as np
+
+from .errors import DataError
+from .utils.image import quantize
+
+SIDD_CSV = "SubmitSrgb.csv"
+SIDD_MAT = "SubmitSrgb.mat"
+
+
+def refuse_existing(folder: str, names, overwrite: bool) -> None:
+    existing = [n for n in names if os.path.exists(os.path.join(folder, n))]
+    if existing and not overwrite:
+        raise DataError(f"'{folder}' already holds a submission ({', '.join(existing[:3])}"
+                        f"{' ...' if len(existing) > 3 else ''}); pass --overwrite to replace it")
+
+
+def _atomic(path: str, write) -> None:
+    tmp = f"{path}.tmp{os.path.splitext(path)[1]}"
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def sidd_blocks_uint8(blocks: np.ndarray) -> np.ndarray:
+    """Float [0,1] (1280, 256, 256, 3) -> uint8; uint8 passes through."""
+    if blocks.shape != (1280, 256, 256, 3):
+        raise DataError(f"a SIDD submission needs 1280 blocks of 256x256x3, got {blocks.shape}")
+    return blocks if blocks.dtype == np.uint8 else quantize(blocks, 8, "half_even")
+
+
+def write_sidd_csv(blocks: np.ndarray, path: str) -> str:
+    blocks = sidd_blocks_uint8(blocks)
+
+    def write(tmp):
+        with open(tmp, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["ID", "BLOCK"])
+            for n in range(1280):
+                w.writerow([n, base64.b64encode(np.ascontiguousarray(blocks[n]).tobytes()).decode("ascii")])
+
+    _atomic(path, write)
+    return path
+
+
+def write_sidd_mat(blocks: np.ndarray, path: str, time_mp: float, optional: Optional[Dict[str, str]] = None) -> str:
+    import scipy.io
+
+    blocks = sidd_blocks_uint8(blocks)
+    cells = np.empty((40, 32), dtype=object)
+    for n in range(1280):
+        cells[n // 32, n % 32] = blocks[n]
+    data = {"DenoisedBlocksSrgb": cells, "TimeMPSrgb": np.float64(time_mp),
+            "OptionalData": {k: str(v) for k, v in (optional or {}).items()} or {"MethodName": "atbsn"}}
+    _atomic(path, lambda tmp: scipy.io.savemat(tmp, data, do_compression=False))
+    return path
+
+
+def dnd_bundle_names():
+    return [f"{i:04d}.mat" for i in range(1, 51)]
+
+
+def write_dnd_bundle(crops: Dict[int, np.ndarray], number: int, folder: str) -> str:
+    """``%04d.mat`` for one image from its 20 denoised crops (box 0..19 -> float32 HxWx3 in [0,1])."""
+    import scipy.io
+
+    if sorted(crops) != list(range(20)):
+        raise DataError(f"DND image {number:04d}: expected 20 crops, got boxes {sorted(crops)}")
+    cells = np.empty((1, 20), dtype=object)
+    for b in range(20):
+        crop = np.asarray(crops[b], dtype=np.float32)
+        if crop.ndim != 3 or crop.shape[2] != 3:
+            raise DataError(f"DND image {number:04d} box {b + 1}: crop has shape {crop.shape}, expected HxWx3")
+        cells[0, b] = crop
+    path = os.path.join(folder, f"{number:04d}.mat")
+    data = {"Idenoised": cells, "israw": False, "eval_version": "1.0"}
+    _atomic(path, lambda tmp: scipy.io.savemat(tmp, data))
+    return path
