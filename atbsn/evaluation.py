@@ -28,7 +28,7 @@ class Evaluator:
     """Evaluates a model on named loaders. Metrics of the noisy inputs are computed once and kept."""
 
     def __init__(self, loaders: Dict[str, torch.utils.data.DataLoader], protocols: List[MetricProtocol],
-                 tile: Optional[int] = None, overlap: int = 32):
+                 tile: Optional[int] = None, overlap: Optional[int] = None):
         self.loaders, self.protocols, self.tile, self.overlap = loaders, protocols, tile, overlap
         self._input_metrics: Dict[tuple, Dict[str, float]] = {}
 

@@ -17,11 +17,16 @@ from .models import DenoisingModel, build_model
 from .train.checkpoint import extract_state_dict, load_file, load_network
 
 
-def tile_starts(length: int, tile: int, overlap: int) -> List[int]:
-    if length <= tile:
-        return [0]
-    starts = list(range(0, length - tile, tile - overlap))
-    return starts + [length - tile]
+def tile_starts(length: int, tile: int, overlap: int, align: int = 1) -> List[int]:
+    """Tile origins every ``tile - overlap`` pixels (a multiple of ``align``, so every tile sees the
+    same pooling phase as the whole image); the last tile may be shorter and ends at the border."""
+    stride = (tile - overlap) // align * align
+    if stride <= 0:
+        raise OptionsError(f"val.tile: size {tile} minus overlap {overlap} leaves no stride of at least {align} px")
+    starts = [0]
+    while starts[-1] + tile < length:
+        starts.append(starts[-1] + stride)
+    return starts
 
 
 def _owned(starts: List[int], tile: int, length: int, i: int) -> tuple[int, int]:
@@ -31,15 +36,16 @@ def _owned(starts: List[int], tile: int, length: int, i: int) -> tuple[int, int]
     return lo, hi
 
 
-def denoise_tiled(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, tile: int, overlap: int) -> torch.Tensor:
-    """Run ``fn`` on overlapping tiles and stitch each tile's central part. Equals the untiled
-    result in the interior whenever ``overlap / 2`` covers the network's receptive radius."""
+def denoise_tiled(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, tile: int, overlap: int,
+                  align: int = 1) -> torch.Tensor:
+    """Run ``fn`` on overlapping tiles, one at a time, and stitch each tile's central part. Equals the
+    untiled result whenever ``overlap / 2`` covers the network's receptive radius."""
     if not 0 <= overlap < tile:
         raise OptionsError(f"val.tile.overlap ({overlap}) must be in [0, tile size {tile})")
     h, w = x.shape[-2:]
     if h <= tile and w <= tile:
         return fn(x)
-    ys, xs = tile_starts(h, tile, overlap), tile_starts(w, tile, overlap)
+    ys, xs = tile_starts(h, tile, overlap, align), tile_starts(w, tile, overlap, align)
     out: Optional[torch.Tensor] = None
     for i, y0 in enumerate(ys):
         ylo, yhi = _owned(ys, tile, h, i)
@@ -52,11 +58,28 @@ def denoise_tiled(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, t
     return out
 
 
-def denoise(model: DenoisingModel, noisy: torch.Tensor, tile: Optional[int] = None, overlap: int = 32) -> torch.Tensor:
-    """[0,1] NCHW -> [0,1] NCHW (on the CPU), tiled above ``tile`` pixels per side."""
+def default_overlap(model: DenoisingModel) -> int:
+    """Twice the inference network's receptive radius, rounded up to its tile alignment: enough for
+    tiled output to equal untiled output."""
+    net = model.networks[model.inference_role]
+    align = tile_alignment(model)
+    radius = getattr(net, "receptive_radius", 64)
+    return -(-2 * radius // align) * align
+
+
+def tile_alignment(model: DenoisingModel) -> int:
+    net = model.networks[model.inference_role]
+    return int(getattr(net, "tile_alignment", getattr(net, "input_multiple", 1)))
+
+
+def denoise(model: DenoisingModel, noisy: torch.Tensor, tile: Optional[int] = None,
+            overlap: Optional[int] = None) -> torch.Tensor:
+    """[0,1] NCHW -> [0,1] NCHW (on the CPU), tiled above ``tile`` pixels per side; ``overlap``
+    None picks :func:`default_overlap`."""
     run = lambda t: model.denoise(t).cpu()  # noqa: E731
     if tile:
-        return denoise_tiled(run, noisy, tile, overlap)
+        overlap = default_overlap(model) if overlap is None else overlap
+        return denoise_tiled(run, noisy, tile, overlap, tile_alignment(model))
     return run(noisy)
 
 
@@ -93,7 +116,7 @@ class Denoiser:
     NumPy: HWC or HW, uint8 / uint16 (full range) or float ([0, 1]). Torch: CHW or NCHW float in [0, 1].
     """
 
-    def __init__(self, model: DenoisingModel, tile: Optional[int] = None, overlap: int = 32):
+    def __init__(self, model: DenoisingModel, tile: Optional[int] = None, overlap: Optional[int] = None):
         self.model, self.tile, self.overlap = model, tile, overlap
         model.train(False)
 

@@ -157,7 +157,7 @@ SCHEMA: Dict[str, Any] = {
         },
         "tile": {
             "size": Opt(Optional[int], None),
-            "overlap": Opt(int, 32),
+            "overlap": Opt(Optional[int], None),  # None: twice the network's receptive radius
         },
     },
     "test": {

@@ -185,6 +185,32 @@ def measure_teacher_vs_straightforward(args) -> dict:
     return out
 
 
+def measure_full_resolution(args) -> dict:
+    """Peak RSS of denoising a 4000x3000 (12 MP) image, tiled (``--full-res-tile``) and, for
+    comparison, untiled. Each measurement runs in its own process (see main)."""
+    import resource
+
+    import torch
+
+    from atbsn.archs import ARCH_REGISTRY
+    from atbsn.inference import default_overlap, denoise
+    from atbsn.models import Neighbor2Neighbor
+
+    torch.manual_seed(0)
+    model = Neighbor2Neighbor({"net": ARCH_REGISTRY.get(args.full_res_arch)()})
+    model.train(False)
+    x = torch.rand(1, 3, 3000, 4000)
+    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    tile = args.full_res_tile if args.worker == "fullres_tiled" else None
+    t = time.perf_counter()
+    out = denoise(model, x, tile)
+    seconds = time.perf_counter() - t
+    assert out.shape == x.shape
+    return {"arch": args.full_res_arch, "tile": tile, "overlap": default_overlap(model) if tile else None,
+            "seconds": seconds, "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "rss_growth_mib": (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0) / 1024}
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--archs", nargs="*", help="registered arch names (default: all)")
@@ -200,6 +226,9 @@ def main() -> int:
     p.add_argument("--distill-batch", type=int, default=8, help="AT-BSN distillation step batch (official: 8)")
     p.add_argument("--distill-size", type=int, default=128, help="AT-BSN distillation crop (official: 128)")
     p.add_argument("--no-method-steps", action="store_true", help="skip the AT-BSN teacher/distillation rows")
+    p.add_argument("--full-res", action="store_true", help="also measure 12-MP (4000x3000) inference memory")
+    p.add_argument("--full-res-arch", default="ATBSNStudentA")
+    p.add_argument("--full-res-tile", type=int, default=512)
     p.add_argument("--worker", help=argparse.SUPPRESS)
     args = p.parse_args()
 
@@ -208,7 +237,8 @@ def main() -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.worker:
-        fn = {"distill": measure_distill, "teacher": measure_teacher_vs_straightforward}.get(args.worker)
+        fn = {"distill": measure_distill, "teacher": measure_teacher_vs_straightforward,
+              "fullres_tiled": measure_full_resolution, "fullres_untiled": measure_full_resolution}.get(args.worker)
         print(json.dumps(fn(args) if fn else measure(args.worker, args)))
         return 0
 
@@ -226,7 +256,8 @@ def main() -> int:
         cmd = [sys.executable, os.path.abspath(__file__), "--worker", name, "--device", args.device,
                "--size", str(args.size), "--batch", str(args.batch), "--train-size", str(args.train_size),
                "--train-batch", str(args.train_batch), "--runs", str(args.runs), "--warmup", str(args.warmup),
-               "--distill-batch", str(args.distill_batch), "--distill-size", str(args.distill_size)]
+               "--distill-batch", str(args.distill_batch), "--distill-size", str(args.distill_size),
+               "--full-res-arch", args.full_res_arch, "--full-res-tile", str(args.full_res_tile)]
         if args.threads:
             cmd += ["--threads", str(args.threads)]
         out = subprocess.run(cmd, capture_output=True, text=True)
@@ -238,6 +269,8 @@ def main() -> int:
     method_steps = {}
     if not args.no_method_steps and (not args.archs or "ATBSN" in args.archs):
         method_steps = {"atbsn_teacher": worker("teacher"), "atbsn_distillation": worker("distill")}
+    if args.full_res:
+        method_steps["full_resolution"] = [worker("fullres_tiled"), worker("fullres_untiled")]
     os.makedirs(args.out, exist_ok=True)
     result = {"machine": machine, "command": " ".join([os.path.basename(sys.executable)] + sys.argv), "rows": rows,
               **method_steps}
@@ -255,7 +288,7 @@ def main() -> int:
         lines.append(f"| {r['arch']} | {r['params']:,} | {r['macs_per_pixel']:,.0f} | {r['gmacs_inference']:.2f} | "
                      f"{r['inference_ms']:.1f} | {r['inference_gflops']:.1f} | {r['train_step_ms']:.1f} | "
                      f"{r['peak_memory_mib']:.0f} |")
-    if method_steps:
+    if "atbsn_teacher" in method_steps:
         t, d = method_steps["atbsn_teacher"], method_steps["atbsn_distillation"]
         lines += [
             "",
@@ -269,6 +302,10 @@ def main() -> int:
             f"{d['naive_ms']:.1f} ms, shared U-Net {d['shared_ms']:.1f} ms, speed-up {d['speedup']:.2f}x "
             f"(max target difference {d['max_target_diff_255']:.2e} on the 255 scale)",
         ]
+    for r in method_steps.get("full_resolution", []):
+        how = f"tiled {r['tile']} px, overlap {r['overlap']} px" if r["tile"] else "untiled"
+        lines.append(f"\n12-MP image (4000x3000), {r['arch']}, {how}: {r['seconds']:.1f} s, peak RSS "
+                     f"{r['peak_rss_mib']:.0f} MiB (+{r['rss_growth_mib']:.0f} MiB during inference)")
     table = "\n".join(lines)
     with open(os.path.join(args.out, "results.md"), "w") as f:
         f.write(table + "\n")

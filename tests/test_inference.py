@@ -58,3 +58,36 @@ def test_denoiser_returns_the_input_type_and_range():
     assert den(t[None]).shape == (1, 3, 37, 50)
     with pytest.raises(TypeError, match="unsupported image dtype"):
         den(u8.astype(np.int32))
+
+
+def test_tiled_equals_untiled_when_the_overlap_covers_the_receptive_field():
+    from atbsn.archs import ATBSNStudentA
+    from atbsn.inference import default_overlap, denoise
+
+    torch.manual_seed(0)
+    model = Neighbor2Neighbor({"net": ATBSNStudentA()})
+    model.train(False)
+    assert default_overlap(model) == 28  # 2 x radius 13, aligned to the 2 poolings (4 px)
+    x = torch.rand(1, 3, 150, 230)
+    full = denoise(model, x)
+    tiled = denoise(model, x, tile=64)  # overlap None -> default
+    assert (tiled - full).abs().max() < 1e-4
+    assert (denoise(model, x, tile=64, overlap=4) - full).abs().max() > 1e-3  # too small an overlap shows
+
+
+def test_receptive_radius_attributes_match_the_gradient_support(monkeypatch):
+    import torch.nn.functional as F
+
+    from atbsn.archs import ATBSNStudentA, ATBSNStudentB
+
+    monkeypatch.setattr(F, "max_pool2d", lambda x, k, *a, **kw: F.avg_pool2d(x, k))
+    for cls in (ATBSNStudentA, ATBSNStudentB):
+        torch.manual_seed(0)
+        net = cls().double()
+        x = torch.rand(1, 3, 128, 128, dtype=torch.float64, requires_grad=True)
+        radius = 0
+        for y, xx in ((64, 64), (65, 65), (64, 65)):
+            (g,) = torch.autograd.grad(net(x)[0, :, y, xx].sum(), x)
+            nz = (g[0].abs().sum(0) > 0).nonzero()
+            radius = max(radius, (nz[:, 0] - y).abs().max().item(), (nz[:, 1] - xx).abs().max().item())
+        assert radius == cls.receptive_radius, (cls.__name__, radius)

@@ -119,3 +119,35 @@ def test_atbsn_teacher_then_distillation_on_cc15_from_the_cli(tmp_path):
                              os.path.join(DATA, "real_noisy_samples"), "--output", str(tmp_path / "out"))
     assert code == 0, err
     assert len(os.listdir(tmp_path / "out")) == 3
+
+
+@pytest.mark.slow
+def test_test_py_on_a_12_megapixel_image_keeps_memory_bounded(tmp_path, image_folder):
+    import subprocess
+    import sys
+
+    import numpy as np
+    import torch
+
+    from atbsn.archs import ATBSNStudentA
+    from conftest import tiny_options, write_options, write_png
+
+    torch.manual_seed(0)
+    torch.save(ATBSNStudentA().state_dict(), tmp_path / "a.pth")
+    opt = tiny_options(tmp_path, image_folder, name="big", model={"type": "Neighbor2Neighbor"},
+                       networks={"net": {"type": "ATBSNStudentA"}})
+    opt["path"]["pretrain_network"] = str(tmp_path / "a.pth")
+    opt["val"]["tile"] = {"size": 512}
+    path = write_options(tmp_path / "big.yml", opt)
+    write_png(str(tmp_path / "in" / "big.png"), np.random.default_rng(0).integers(0, 256, (3000, 4000, 3), dtype=np.uint8))
+    wrapper = ("import resource, sys; from atbsn.cli import test_main; code = test_main(sys.argv[1:]); "
+               "print('PEAK_RSS_MIB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024); sys.exit(code)")
+    p = subprocess.run([sys.executable, "-c", wrapper, "-opt", path, "--input", str(tmp_path / "in"), "--output",
+                        str(tmp_path / "out")], cwd=ROOT, capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=ROOT))
+    assert p.returncode == 0, p.stderr
+    peak = float(p.stdout.split("PEAK_RSS_MIB")[1])
+    print(f"12-MP test.py peak RSS: {peak:.0f} MiB")
+    assert peak < 2500  # untiled, the same network peaks above 16 GB (scripts/benchmark.py --full-res)
+    from atbsn.utils.image import read_image
+
+    assert read_image(str(tmp_path / "out" / "big.png"))[0].shape == (3000, 4000, 3)

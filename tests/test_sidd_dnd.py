@@ -222,3 +222,39 @@ def test_test_py_writes_both_sidd_submissions_and_dnd_bundles(sidd_mats, tmp_pat
     assert sorted(os.listdir(tmp_path / "dnd_out")) == [f"{i:04d}.mat" for i in range(1, 51)]
     bundle = scipy.io.loadmat(str(tmp_path / "dnd_out" / "0050.mat"))
     assert bundle["Idenoised"].shape == (1, 20) and bundle["Idenoised"][0, 19].shape == (512, 512, 3)
+
+
+def test_prepare_sidd_cuts_patches_and_resumes(tmp_path):
+    rng = np.random.default_rng(5)
+    src = tmp_path / "SIDD_Medium_Srgb" / "Data"
+    for scene in ("0001_001_S6_00100_00060_3200_L", "0003_002_IP_00100_00060_3200_H"):
+        for cap in ("010", "011"):
+            write_png(str(src / scene / f"{scene[:4]}_NOISY_SRGB_{cap}.PNG"), rng.integers(0, 256, (300, 420, 3), dtype=np.uint8))
+            write_png(str(src / scene / f"{scene[:4]}_GT_SRGB_{cap}.PNG"), rng.integers(0, 256, (300, 420, 3), dtype=np.uint8))
+    code, out, err = run_cli("scripts/prepare_sidd.py", str(tmp_path / "SIDD_Medium_Srgb"), str(tmp_path / "p"),
+                             "--preset", "cbsn")
+    assert code == 0, err
+    # rows 10..34 step 200 -> [10]; cols 10..154 -> [10]: one 256 patch per capture
+    files = sorted(f for f in os.listdir(tmp_path / "p") if f.endswith(".png"))
+    assert len(files) == 4 and files[0] == "0001_001_S6_00100_00060_3200_L_010_0010_0010.png"
+    code, out, _ = run_cli("scripts/prepare_sidd.py", str(tmp_path / "SIDD_Medium_Srgb"), str(tmp_path / "p"),
+                           "--preset", "cbsn")
+    assert "0 patches written, 4 capture(s) already done" in out
+    code, out, err = run_cli("scripts/prepare_sidd.py", str(tmp_path / "SIDD_Medium_Srgb"), str(tmp_path / "q"),
+                             "--size", "128", "--stride", "96", "--gt")
+    assert code == 0, err
+    assert len(os.listdir(tmp_path / "q" / "noisy")) == len(os.listdir(tmp_path / "q" / "gt")) == 4 * 2 * 4
+    code, _, err = run_cli("scripts/prepare_sidd.py", str(tmp_path / "nothing"), str(tmp_path / "r"))
+    assert code == 2 and "SIDD-Medium folder not found" in err
+
+
+def test_export_sidd_blocks_image_major_png(sidd_mats, tmp_path):
+    root, noisy, gt = sidd_mats
+    code, out, err = run_cli("scripts/export_sidd_blocks.py", str(root / "ValidationNoisyBlocksSrgb.mat"), str(tmp_path),
+                             "--gt", str(root / "ValidationGtBlocksSrgb.mat"))
+    assert code == 0, err
+    names = sorted(os.listdir(tmp_path / "noisy"))
+    assert len(names) == 1280 and names[33] == "0033.png" and names == sorted(os.listdir(tmp_path / "gt"))
+    from atbsn.utils.image import read_image
+
+    assert np.array_equal(np.round(read_image(str(tmp_path / "gt" / "0033.png"))[0] * 255).astype(np.uint8), gt[1, 1])

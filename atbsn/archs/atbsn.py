@@ -135,6 +135,7 @@ class ATBSN(nn.Module):
     """
 
     input_multiple = 32
+    receptive_radius = 288  # each branch looks ~283 px in its direction (specs/atbsn.md 7.5)
 
     def __init__(self, in_channels: int = 3, mid_channels: int = 48, out_channels: int = 3, bias: bool = True,
                  hole_size: int = 3, pad_mode: Literal["reflect", "replicate", "zero"] = "reflect"):

@@ -30,6 +30,7 @@ class N2NUNet(nn.Module):
     """
 
     input_multiple = 32
+    receptive_radius = 129  # measured by gradient support (tests/test_inference.py)
 
     def __init__(self, in_channels: int = 3, out_channels: int = 3, n_feature: int = 48, init_scale: float = 0.1):
         super().__init__()

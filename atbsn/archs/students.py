@@ -20,6 +20,7 @@ class ATBSNStudentC(nn.Module):
     """The plain U-Net (1,003,011 parameters); other sizes are padded bottom/right to multiples of 32."""
 
     input_multiple = 32
+    receptive_radius = 129
 
     def __init__(self, in_channels: int = 3, mid_channels: int = 48, out_channels: int = 3, bias: bool = True,
                  pad_mode: Literal["reflect", "replicate", "zero"] = "reflect"):
@@ -76,6 +77,8 @@ def upsample_to(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 class SmallStudent(nn.Module):
     """enc1 -> pool -> enc2 -> pool -> enc3 -> up + cat enc1 -> dec2 -> up + cat input -> dec1."""
 
+    tile_alignment = 4  # two 2x2 poolings: tiles must start on the same pooling phase
+
     def __init__(self, enc1, enc2, enc3, dec2, dec1, single_name: bool):
         super().__init__()
         self.in_channels = enc1[0]
@@ -93,12 +96,16 @@ class SmallStudent(nn.Module):
 class ATBSNStudentA(SmallStudent):
     """Student A, "Blind_UNet_small": 128,385 parameters, 31,185 MACs per pixel."""
 
+    receptive_radius = 13
+
     def __init__(self, in_channels: int = 3, out_channels: int = 3):
         super().__init__((in_channels, 48), (48, 48), (48, 48), (96, 96), (96 + in_channels, out_channels), True)
 
 
 class ATBSNStudentB(SmallStudent):
     """Student B, "Blind_UNet_small2": 856,656 parameters, 405,648 MACs per pixel."""
+
+    receptive_radius = 36
 
     def __init__(self, in_channels: int = 3, out_channels: int = 3):
         super().__init__((in_channels, 48, 48, 48), (48, 48, 48, 48), (48, 96, 96, 48), (96, 96, 96, 96, 96),
