@@ -79,3 +79,15 @@ def run_cli(script, *args, cwd=ROOT):
     p = subprocess.run([sys.executable, os.path.join(ROOT, script), *args], capture_output=True, text=True,
                        cwd=cwd, env=env, timeout=900)
     return p.returncode, p.stdout, p.stderr
+
+
+def student_a_options(tmp_path, root, name):
+    """Options evaluating a seed-0 AT-BSN student A (a cheap network) saved as a plain state dict."""
+    from atbsn.archs import ATBSNStudentA
+
+    torch.manual_seed(0)
+    torch.save(ATBSNStudentA().state_dict(), tmp_path / "student_a.pth")
+    opt = tiny_options(tmp_path, root, name=name, model={"type": "Neighbor2Neighbor"},
+                       networks={"net": {"type": "ATBSNStudentA"}})
+    opt["path"]["pretrain_network"] = str(tmp_path / "student_a.pth")
+    return opt

@@ -127,16 +127,10 @@ def test_test_py_on_a_12_megapixel_image_keeps_memory_bounded(tmp_path, image_fo
     import sys
 
     import numpy as np
-    import torch
 
-    from atbsn.archs import ATBSNStudentA
-    from conftest import tiny_options, write_options, write_png
+    from conftest import student_a_options, write_options, write_png
 
-    torch.manual_seed(0)
-    torch.save(ATBSNStudentA().state_dict(), tmp_path / "a.pth")
-    opt = tiny_options(tmp_path, image_folder, name="big", model={"type": "Neighbor2Neighbor"},
-                       networks={"net": {"type": "ATBSNStudentA"}})
-    opt["path"]["pretrain_network"] = str(tmp_path / "a.pth")
+    opt = student_a_options(tmp_path, image_folder, "big")
     opt["val"]["tile"] = {"size": 512}
     path = write_options(tmp_path / "big.yml", opt)
     write_png(str(tmp_path / "in" / "big.png"), np.random.default_rng(0).integers(0, 256, (3000, 4000, 3), dtype=np.uint8))

@@ -17,7 +17,7 @@ from atbsn.data.sidd import load_blocks
 from atbsn.errors import DataError
 from atbsn import submission
 
-from conftest import run_cli, tiny_options, write_options, write_png
+from conftest import run_cli, student_a_options, write_options, write_png
 
 MATLAB_73_HEADER = b"MATLAB 7.3 MAT-file, Platform: GLNXA64, Created on: Mon Jan  1 00:00:00 2024 HDF5 schema 1.00 ."
 
@@ -57,6 +57,7 @@ def test_sidd_blocks_image_major_order_v5_and_v73(sidd_mats, tmp_path):
         load_blocks(str(tmp_path / "ValidationNoisyBlocksSrgb.mat"), "ValidationNoisyBlocksSrgb")
 
 
+@pytest.mark.slow
 def test_sidd_v73_resave_restores_axes(tmp_path):
     blocks = np.random.default_rng(1).integers(0, 256, (40, 32, 256, 256, 3), dtype=np.uint8)
     write_v73(str(tmp_path / "BenchmarkNoisyBlocksSrgb.mat"), {"BenchmarkNoisyBlocksSrgb": blocks})
@@ -170,15 +171,7 @@ def test_sidd_medium_folder_case_insensitive_and_crops(tmp_path):
 
 def test_valid_py_on_sidd_validation_blocks(sidd_mats, tmp_path, image_folder):
     root, _, _ = sidd_mats
-    import torch as t
-
-    from atbsn.archs import ATBSNStudentA
-
-    t.manual_seed(0)
-    t.save(ATBSNStudentA().state_dict(), tmp_path / "student_a.pth")
-    opt = tiny_options(tmp_path, image_folder, name="sidd_val")
-    opt.update(model={"type": "Neighbor2Neighbor"}, networks={"net": {"type": "ATBSNStudentA"}})
-    opt["path"]["pretrain_network"] = str(tmp_path / "student_a.pth")
+    opt = student_a_options(tmp_path, image_folder, "sidd_val")
     opt["datasets"] = {"val": {"sidd": {"type": "SIDDBlocksDataset", "noisy": str(root / "ValidationNoisyBlocksSrgb.mat"),
                                         "gt": str(root / "ValidationGtBlocksSrgb.mat"), "indices": list(range(8))}}}
     opt["val"].update(metrics=["atbsn_official", "basicsr_rgb"], save_images=2)
@@ -191,15 +184,7 @@ def test_valid_py_on_sidd_validation_blocks(sidd_mats, tmp_path, image_folder):
 @pytest.mark.slow
 def test_test_py_writes_both_sidd_submissions_and_dnd_bundles(sidd_mats, tmp_path, image_folder):
     root, _, _ = sidd_mats
-    import torch as t
-
-    from atbsn.archs import ATBSNStudentA
-
-    t.manual_seed(0)
-    t.save(ATBSNStudentA().state_dict(), tmp_path / "student_a.pth")
-    opt = tiny_options(tmp_path, image_folder, name="bench")
-    opt.update(model={"type": "Neighbor2Neighbor"}, networks={"net": {"type": "ATBSNStudentA"}})
-    opt["path"]["pretrain_network"] = str(tmp_path / "student_a.pth")
+    opt = student_a_options(tmp_path, image_folder, "bench")
     opt["datasets"] = {"test": {"type": "SIDDBlocksDataset", "noisy": str(root / "BenchmarkNoisyBlocksSrgb.mat")}}
     path = write_options(tmp_path / "sidd.yml", opt)
     code, out, err = run_cli("test.py", "-opt", path)
@@ -248,6 +233,7 @@ def test_prepare_sidd_cuts_patches_and_resumes(tmp_path):
     assert code == 2 and "SIDD-Medium folder not found" in err
 
 
+@pytest.mark.slow
 def test_export_sidd_blocks_image_major_png(sidd_mats, tmp_path):
     root, noisy, gt = sidd_mats
     code, out, err = run_cli("scripts/export_sidd_blocks.py", str(root / "ValidationNoisyBlocksSrgb.mat"), str(tmp_path),
@@ -258,3 +244,12 @@ def test_export_sidd_blocks_image_major_png(sidd_mats, tmp_path):
     from atbsn.utils.image import read_image
 
     assert np.array_equal(np.round(read_image(str(tmp_path / "gt" / "0033.png"))[0] * 255).astype(np.uint8), gt[1, 1])
+
+
+def test_truncated_dnd_file_is_a_clear_error(tmp_path):
+    _dnd_fixture(tmp_path, n_images=1)
+    data = open(tmp_path / "images_srgb" / "0001.mat", "rb").read()
+    (tmp_path / "images_srgb" / "0001.mat").write_bytes(data[: len(data) // 2])
+    ds = build_dataset({"type": "DNDDataset", "root": str(tmp_path), "images": [1]})
+    with pytest.raises(DataError, match="cannot read DND image .*0001.mat"):
+        ds[0]

@@ -13,24 +13,32 @@ from ..errors import DataError
 from .matfile import require_keys
 
 
-def read_bounding_boxes(info_path: str) -> np.ndarray:
-    """(50, 20, 4) int boxes [r1, c1, r2, c2], 1-based inclusive, from ``info.mat`` (v7.3)."""
+def _read_h5(path: str, what: str, read):
+    """``read(h5py.File)`` with one clear error for a missing, truncated or foreign file."""
     import h5py
 
-    if not os.path.isfile(info_path):
-        raise DataError(f"DND info file not found: '{info_path}'")
+    if not os.path.isfile(path):
+        raise DataError(f"{what} not found: '{path}'")
     try:
-        with h5py.File(info_path, "r") as f:
-            require_keys(info_path, f, ["info"], "root")
-            require_keys(info_path, f["info"], ["boundingboxes"], "group 'info'")
-            refs = f["info"]["boundingboxes"]
-            boxes = [np.asarray(f[refs[0][i]][()]).T for i in range(refs.shape[1])]
+        with h5py.File(path, "r") as f:
+            return read(f)
     except DataError:
         raise
     except Exception as err:
-        raise DataError(f"cannot read DND info file '{info_path}': {type(err).__name__}: {err} "
-                        f"(expected a MATLAB v7.3 file with info.boundingboxes)") from None
-    out = np.stack(boxes).astype(np.int64)
+        raise DataError(f"cannot read {what} '{path}': {type(err).__name__}: {err} "
+                        f"(expected a MATLAB v7.3 / HDF5 file)") from None
+
+
+def read_bounding_boxes(info_path: str) -> np.ndarray:
+    """(50, 20, 4) int boxes [r1, c1, r2, c2], 1-based inclusive, from ``info.mat`` (v7.3)."""
+
+    def read(f):
+        require_keys(info_path, f, ["info"], "root")
+        require_keys(info_path, f["info"], ["boundingboxes"], "group 'info'")
+        refs = f["info"]["boundingboxes"]
+        return [np.asarray(f[refs[0][i]][()]).T for i in range(refs.shape[1])]
+
+    out = np.stack(_read_h5(info_path, "DND info file", read)).astype(np.int64)
     if out.shape[1:] != (20, 4):
         raise DataError(f"'{info_path}' bounding boxes have shape {out.shape[1:]}, expected (20, 4) per image")
     return out
@@ -38,18 +46,12 @@ def read_bounding_boxes(info_path: str) -> np.ndarray:
 
 def read_dnd_image(path: str) -> np.ndarray:
     """``InoisySRGB`` as float32 HxWx3 (h5py returns it transposed as 3xWxH)."""
-    import h5py
 
-    if not os.path.isfile(path):
-        raise DataError(f"DND image not found: '{path}'")
-    try:
-        with h5py.File(path, "r") as f:
-            require_keys(path, f, ["InoisySRGB"], "root")
-            img = np.asarray(f["InoisySRGB"][()], dtype=np.float32).T
-    except DataError:
-        raise
-    except Exception as err:
-        raise DataError(f"cannot read DND image '{path}': {type(err).__name__}: {err}") from None
+    def read(f):
+        require_keys(path, f, ["InoisySRGB"], "root")
+        return np.asarray(f["InoisySRGB"][()], dtype=np.float32).T
+
+    img = _read_h5(path, "DND image", read)
     if img.ndim != 3 or img.shape[2] != 3:
         raise DataError(f"'{path}' InoisySRGB has shape {img.shape} after transposing, expected HxWx3")
     return img
