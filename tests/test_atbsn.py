@@ -148,3 +148,13 @@ def test_teacher_ensemble_averages_hole_sizes():
     with torch.no_grad():
         expected = torch.stack([net(x * 255, hole_size=k) for k in (1, 3, 5)]).mean(0) / 255
         assert torch.allclose(model.denoise(x), expected, atol=1e-5)
+
+
+def test_stage1_checkpoint_loads_as_the_distillation_teacher():
+    t = ATBSN()
+    ckpt = {"iteration": 10, "networks": {"net": t.state_dict()}}
+    teacher = ATBSN()
+    load_network(teacher, extract_state_dict(ckpt, "teacher", "stage1.pth"), True, "stage1.pth")
+    assert torch.equal(teacher.nin_C.weight, t.nin_C.weight)
+    with pytest.raises(CheckpointError, match="has networks \\['a', 'b'\\], not 'teacher'"):
+        extract_state_dict({"networks": {"a": {}, "b": {}}}, "teacher", "x.pth")

@@ -155,9 +155,12 @@ def extract_state_dict(obj: Dict[str, Any], role: str, path: str) -> Dict[str, t
     official ``nbsn.`` / ``bsn.`` prefixes, the role's part is taken (student / teacher)."""
     if "networks" in obj and isinstance(obj["networks"], dict):
         nets = obj["networks"]
-        if role not in nets:
+        if role in nets:
+            sd = nets[role]
+        elif len(nets) == 1:  # e.g. a stage-1 checkpoint ('net') loaded as the distillation teacher
+            sd = next(iter(nets.values()))
+        else:
             raise CheckpointError(f"checkpoint '{path}' has networks {sorted(nets)}, not '{role}'")
-        sd = nets[role]
     elif "params" in obj and isinstance(obj["params"], dict):
         sd = obj["params"]
     elif "state_dict" in obj and isinstance(obj["state_dict"], dict):
