@@ -86,7 +86,7 @@ def test_benchmark_atbsn_rows_and_distillation_step(tmp_path):
     assert "| ATBSN | 1,268,547 | 1,249,029 |" in out and "| ATBSNStudentC | 1,003,011 | 185,753 |" in out
     result = json.load(open(tmp_path / "results.json"))
     d = result["atbsn_distillation"]
-    assert d["max_target_diff_255"] == 0.0 and d["naive_ms"] > 0 and d["shared_ms"] > 0
+    assert d["max_target_diff_255"] < 1e-3 and d["naive_ms"] > 0 and d["shared_ms"] > 0
     assert result["atbsn_teacher"]["ours_forward_gflops"] > 0 and result["machine"]["conv3x3_gflops"] > 0
 
 

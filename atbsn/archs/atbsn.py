@@ -174,6 +174,29 @@ class ATBSN(nn.Module):
         h = F.leaky_relu(self.nin_B(h), SLOPE)
         return self.nin_C(h)
 
+    def heads(self, features: Sequence[torch.Tensor], hole_sizes: Sequence[int]) -> List[torch.Tensor]:
+        """``[head(features, k) for k in hole_sizes]`` for the price of about one ``nin_A``.
+
+        ``nin_A`` acts on the concatenation of the four un-rotated, shifted branches, so it splits
+        into four 96->384 blocks, one per branch; a 1x1 conv commutes with shifting (zeros map to
+        zero) and un-rotating, so each block is applied once in the rotated frame and only the
+        shift + un-rotation + sum repeats per k. Equal to ``head`` up to float summation order.
+        """
+        for k in hole_sizes:
+            s = self.shift_for(k)
+            if s >= min(features[0].shape[-2:]):
+                raise OptionsError(f"hole_size {k} (shift {s}) is too large for a {min(features[0].shape[-2:])}-pixel side")
+        blocks = self.nin_A.weight.chunk(4, dim=1)
+        projected = [F.conv2d(f, w) for f, w in zip(features, blocks)]
+        bias = self.nin_A.bias.view(1, -1, 1, 1) if self.nin_A.bias is not None else 0
+        out = []
+        for k in hole_sizes:
+            s = self.shift_for(k)
+            h = sum(torch.rot90(shift_down(p, s), -r, dims=(-2, -1)) for p, r in zip(projected, ROTATIONS)) + bias
+            h = F.leaky_relu(self.nin_B(F.leaky_relu(h, SLOPE)), SLOPE)
+            out.append(self.nin_C(h))
+        return out
+
     def forward(self, x: torch.Tensor, hole_size: int | None = None) -> torch.Tensor:
         k = self.hole_size if hole_size is None else hole_size
         h, w = x.shape[-2:]

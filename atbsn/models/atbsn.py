@@ -13,7 +13,8 @@ Stage 2 (``ATBSNDistillation``). The frozen teacher at every hole size in Ks = {
     L = sum_k mean |S(x) - sg(T(x; k))|
 
 whose per-pixel minimiser is the median of the teachers. The rotated U-Net of the teacher does
-not depend on k, so it runs once per batch; only shift + un-rotate + 1x1 head repeat per k.
+not depend on k, so it runs once per batch, and so does the first (largest) 1x1 layer of its head;
+only shift + un-rotate + the two small 1x1 layers repeat per k.
 """
 from __future__ import annotations
 
@@ -67,8 +68,7 @@ class ATBSNModel(DenoisingModel):
         if not self.ensemble_hole_sizes:
             return self.run("net", x, hole_size=self.valid_hole_size)
         net = self.networks["net"]  # test-time teacher ensemble (paper Table 2): one U-Net pass, several heads
-        feats = net.features(x)
-        return torch.stack([net.head(feats, k) for k in self.ensemble_hole_sizes]).mean(0)
+        return torch.stack(net.heads(net.features(x), self.ensemble_hole_sizes)).mean(0)
 
 
 class ATBSNDistillation(DenoisingModel):
@@ -83,7 +83,7 @@ class ATBSNDistillation(DenoisingModel):
                  init_student_from_teacher: bool = True):
         super().__init__(networks)
         teacher = self.networks["teacher"]
-        if not (hasattr(teacher, "features") and hasattr(teacher, "head")):
+        if not (hasattr(teacher, "features") and hasattr(teacher, "heads")):
             raise OptionsError(f"networks.teacher must be an AT-BSN teacher (type: ATBSN), got {type(teacher).__name__}")
         for k in hole_sizes:
             teacher.shift_for(k)
@@ -105,8 +105,7 @@ class ATBSNDistillation(DenoisingModel):
     def teacher_targets(self, x: torch.Tensor) -> List[torch.Tensor]:
         teacher = self.networks["teacher"]
         with torch.no_grad():
-            feats = teacher.features(x)
-            return [teacher.head(feats, k) for k in self.hole_sizes]
+            return teacher.heads(teacher.features(x), self.hole_sizes)
 
     def training_step(self, batch: Dict[str, torch.Tensor], progress: Progress) -> Dict[str, torch.Tensor]:
         noisy = self.prepare_input(batch["noisy"]) * self.value_scale
