@@ -178,21 +178,33 @@ class ATBSN(nn.Module):
         """``[head(features, k) for k in hole_sizes]`` for the price of about one ``nin_A``.
 
         ``nin_A`` acts on the concatenation of the four un-rotated, shifted branches, so it splits
-        into four 96->384 blocks, one per branch; a 1x1 conv commutes with shifting (zeros map to
-        zero) and un-rotating, so each block is applied once in the rotated frame and only the
-        shift + un-rotation + sum repeats per k. Equal to ``head`` up to float summation order.
+        into four 96->384 blocks, one per branch. A 1x1 conv commutes with shifting (zeros map to
+        zero) and with rotation, so each block is applied once and un-rotated once; per k only the
+        four shifted sums (in place) and the two small 1x1 layers remain. A shift down in a branch's
+        rotated frame is, after un-rotation, a shift away from the direction that branch looks in.
+        Equal to ``head`` up to float summation order.
         """
         for k in hole_sizes:
             s = self.shift_for(k)
             if s >= min(features[0].shape[-2:]):
                 raise OptionsError(f"hole_size {k} (shift {s}) is too large for a {min(features[0].shape[-2:])}-pixel side")
         blocks = self.nin_A.weight.chunk(4, dim=1)
-        projected = [F.conv2d(f, w) for f, w in zip(features, blocks)]
-        bias = self.nin_A.bias.view(1, -1, 1, 1) if self.nin_A.bias is not None else 0
+        looking = [torch.rot90(F.conv2d(f, w), -r, dims=(-2, -1)) for f, w, r in zip(features, blocks, ROTATIONS)]
+        up, left, down, right = looking  # the order of ROTATIONS: branches look up, left, down, right
         out = []
         for k in hole_sizes:
             s = self.shift_for(k)
-            h = sum(torch.rot90(shift_down(p, s), -r, dims=(-2, -1)) for p, r in zip(projected, ROTATIONS)) + bias
+            h = up + down if s == 0 else up.clone()
+            if s:
+                h[..., s:, :] = up[..., :-s, :]
+                h[..., :s, :] = 0
+                h[..., :-s, :] += down[..., s:, :]
+                h[..., :, s:] += left[..., :, :-s]
+                h[..., :, :-s] += right[..., :, s:]
+            else:
+                h += left + right
+            if self.nin_A.bias is not None:
+                h += self.nin_A.bias.view(1, -1, 1, 1)
             h = F.leaky_relu(self.nin_B(F.leaky_relu(h, SLOPE)), SLOPE)
             out.append(self.nin_C(h))
         return out
