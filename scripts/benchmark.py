@@ -276,12 +276,16 @@ def main() -> int:
               **method_steps}
     with open(os.path.join(args.out, "results.json"), "w") as f:
         json.dump(result, f, indent=2)
+    from atbsn.train.loop import git_revision
+
     lines = [
+        f"Command: `{result['command']}` at revision {git_revision()}",
+        "",
         f"Device: {machine['device']} ({device.type}), torch {machine['torch']}, {machine['threads']} threads; "
         f"3x3-conv throughput {machine['conv3x3_gflops']} GFLOP/s",
         "",
         f"| arch | params | MACs/pixel | GMACs @{args.size}² x{args.batch} | inference ms | GFLOP/s | "
-        f"train step ms ({args.train_batch}x{args.train_size}²) | peak MiB |",
+        f"train step ms ({args.train_batch}x{args.train_size}²) | peak MiB (CUDA: allocated; CPU: RSS growth) |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
