@@ -50,7 +50,7 @@ def test_train_auto_resume_valid_and_test(tmp_path, trained):
     write_png(str(tmp_path / "in" / "odd.png"), odd)
     write_png(str(tmp_path / "in" / "deep.png"), (np.random.RandomState(1).rand(33, 40, 3) * 65535).astype(np.uint16))
     code, out, err = run_cli("test.py", "-opt", vpath, "--input", str(tmp_path / "in"), "--output",
-                             str(tmp_path / "out"), "--set", "val.tile.size=32", "val.tile.overlap=8")
+                             str(tmp_path / "out"), "--set", "val.tile.size=64", "val.tile.overlap=32")
     assert code == 0, err
     img, depth = read_image(str(tmp_path / "out" / "odd.png"))
     assert img.shape == (45, 70, 3) and depth == 8
