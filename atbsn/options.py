@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import collections.abc
 import copy
+import inspect
 import os
 import types
 import typing
@@ -42,7 +43,7 @@ def type_name(tp: Any) -> str:
 
 
 def _matches(value: Any, tp: Any) -> bool:
-    if tp in (Any, inspect_empty()) or isinstance(tp, str) or tp is object:
+    if tp in (Any, inspect.Parameter.empty) or isinstance(tp, str) or tp is object:
         return True
     origin = typing.get_origin(tp)
     if origin is Literal:
@@ -73,12 +74,6 @@ def _matches(value: Any, tp: Any) -> bool:
             return isinstance(value, (int, float)) and not isinstance(value, bool)
         return isinstance(value, tp)
     return True
-
-
-def inspect_empty():
-    import inspect
-
-    return inspect.Parameter.empty
 
 
 def check_type(value: Any, tp: Any, where: str) -> None:
