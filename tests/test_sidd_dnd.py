@@ -94,7 +94,8 @@ def _dnd_fixture(root, n_images=50, side=520):
         info = f.create_group("info")
         refs = []
         for i in range(1, 51):
-            r1, c1 = int(rng.integers(1, side - 511)), int(rng.integers(1, side - 503))
+            # boxes shift by up to 2 rows / 4 columns below: keep r2 <= side and c2 <= side + 8
+            r1, c1 = int(rng.integers(1, side - 512 - 2 + 2)), int(rng.integers(1, side + 8 - 512 - 4 + 2))
             b = np.array([[r1 + (k % 3), c1 + (k % 5), r1 + (k % 3) + 511, c1 + (k % 5) + 511] for k in range(20)], float)
             boxes[i] = b.astype(int)
             refs.append(f.create_dataset(f"#refs#/b{i}", data=b.T).ref)  # MATLAB stores 4x20
