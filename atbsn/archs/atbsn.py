@@ -163,12 +163,17 @@ class ATBSN(nn.Module):
             return list(self.unet(stacked).chunk(4, 0))
         return [self.unet(torch.rot90(x, k, dims=(-2, -1))) for k in ROTATIONS]
 
-    def head(self, features: Sequence[torch.Tensor], hole_size: int) -> torch.Tensor:
-        """super_shift, un-rotate (blocks then look up, left, down, right) and the 1x1 head."""
+    def shift_within(self, hole_size: int, features: Sequence[torch.Tensor]) -> int:
+        """The shift of ``hole_size``, which must be smaller than the feature maps' side."""
         s = self.shift_for(hole_size)
         side = min(features[0].shape[-2:])
         if s >= side:
             raise OptionsError(f"hole_size {hole_size} (shift {s}) is too large for a {side}-pixel side")
+        return s
+
+    def head(self, features: Sequence[torch.Tensor], hole_size: int) -> torch.Tensor:
+        """super_shift, un-rotate (blocks then look up, left, down, right) and the 1x1 head."""
+        s = self.shift_within(hole_size, features)
         h = torch.cat([torch.rot90(shift_down(f, s), -k, dims=(-2, -1)) for f, k in zip(features, ROTATIONS)], 1)
         h = F.leaky_relu(self.nin_A(h), SLOPE)
         h = F.leaky_relu(self.nin_B(h), SLOPE)
@@ -184,16 +189,12 @@ class ATBSN(nn.Module):
         rotated frame is, after un-rotation, a shift away from the direction that branch looks in.
         Equal to ``head`` up to float summation order.
         """
-        for k in hole_sizes:
-            s = self.shift_for(k)
-            if s >= min(features[0].shape[-2:]):
-                raise OptionsError(f"hole_size {k} (shift {s}) is too large for a {min(features[0].shape[-2:])}-pixel side")
+        shifts = [self.shift_within(k, features) for k in hole_sizes]
         blocks = self.nin_A.weight.chunk(4, dim=1)
         looking = [torch.rot90(F.conv2d(f, w), -r, dims=(-2, -1)) for f, w, r in zip(features, blocks, ROTATIONS)]
         up, left, down, right = looking  # the order of ROTATIONS: branches look up, left, down, right
         out = []
-        for k in hole_sizes:
-            s = self.shift_for(k)
+        for s in shifts:
             h = up + down if s == 0 else up.clone()
             if s:
                 h[..., s:, :] = up[..., :-s, :]
