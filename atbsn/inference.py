@@ -76,11 +76,12 @@ def denoise(model: DenoisingModel, noisy: torch.Tensor, tile: Optional[int] = No
             overlap: Optional[int] = None) -> torch.Tensor:
     """[0,1] NCHW -> [0,1] NCHW (on the CPU), tiled above ``tile`` pixels per side; ``overlap``
     None picks :func:`default_overlap`."""
+    x, stats = model.normalize(noisy)
     run = lambda t: model.denoise(t).cpu()  # noqa: E731
     if tile:
         overlap = default_overlap(model) if overlap is None else overlap
-        return denoise_tiled(run, noisy, tile, overlap, tile_alignment(model))
-    return run(noisy)
+        return model.denormalize(denoise_tiled(run, x, tile, overlap, tile_alignment(model)), stats)
+    return model.denormalize(run(x), stats)
 
 
 def resolve_device(name: str) -> torch.device:

@@ -4,10 +4,11 @@ from __future__ import annotations
 from ..registry import Registry
 from .base_model import DenoisingModel, Progress, pad_to_multiple
 from .atbsn import ATBSNDistillation, ATBSNModel
+from .cbsn import CBSNModel
 from .neighbor2neighbor import Neighbor2Neighbor
 
 MODEL_REGISTRY = Registry("model")
-for _cls in (Neighbor2Neighbor, ATBSNModel, ATBSNDistillation):
+for _cls in (Neighbor2Neighbor, ATBSNModel, ATBSNDistillation, CBSNModel):
     MODEL_REGISTRY.register(_cls)
 
 
@@ -19,4 +20,4 @@ def build_model(opt: dict) -> DenoisingModel:
 
 
 __all__ = ["MODEL_REGISTRY", "build_model", "DenoisingModel", "Progress", "pad_to_multiple", "Neighbor2Neighbor", "ATBSNModel",
-           "ATBSNDistillation"]
+           "ATBSNDistillation", "CBSNModel"]

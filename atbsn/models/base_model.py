@@ -105,6 +105,14 @@ class DenoisingModel:
     def training_step(self, batch: Dict[str, torch.Tensor], progress: Progress) -> Dict[str, torch.Tensor]:
         raise NotImplementedError
 
+    def normalize(self, noisy: torch.Tensor):
+        """(input for :meth:`denoise`, statistics): for methods whose inference normalises with
+        statistics of the *whole* image (C-BSN), which tiling must not recompute per tile."""
+        return noisy, None
+
+    def denormalize(self, out: torch.Tensor, stats) -> torch.Tensor:
+        return out
+
     def network_forward(self, x: torch.Tensor) -> torch.Tensor:
         """The inference network on a padded input on the network's value scale."""
         return self.run(self.inference_role, x)

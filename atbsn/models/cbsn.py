@@ -1,0 +1,134 @@
+"""C-BSN (Jang et al., ICCV 2023): conditional blind-spot network with downsampled invariance loss.
+
+One network f runs in two modes on per-channel standardised patches x:
+
+* blind, on stride-5 space-to-batch sub-images (spatially correlated real noise is nearly
+  independent 5 px apart), each zero-padded on its own: ``yb = B2S5(f(S2B5(x); blind))``;
+* blind, without gradient, on a random stride-2 sub-image: ``yi = f(RS2(x); blind)``;
+* non-blind on the full patch: ``yn = f(x; non-blind)``.
+
+    L = |yb - x| + s(t) (|yn - x| + lambda |RS2(yn) - sg(yi)|),   s(t) = min(t / 200k, 1)
+
+The last term (downsampled invariance) asks the non-blind output, sub-sampled with the *same*
+index map, to agree with the blind output on the sub-image, which transfers the blind network's
+noise removal to the full-resolution non-blind mode used at inference.
+
+Inference: standardise with whole-image statistics, reflect-pad 32 px (> the receptive radius 29),
+one non-blind pass, crop, de-standardise, clip; :func:`atbsn.utils.image.quantize` rounds.
+"""
+from __future__ import annotations
+
+import math
+from typing import Dict, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+
+from ..errors import OptionsError
+from .base_model import DenoisingModel, Progress
+from .neighbor2neighbor import subsample
+
+
+def standardize(x: torch.Tensor, std_floor: Optional[float] = None) -> Tuple[torch.Tensor, Tuple[torch.Tensor, ...]]:
+    """Per-image, per-channel (x - mean) / max(std, floor), population std over H x W; the floor
+    defaults to 1 / sqrt(H W) (1 / patch size for square training patches)."""
+    h, w = x.shape[-2:]
+    floor = 1.0 / math.sqrt(h * w) if std_floor is None else std_floor
+    mean = x.mean(dim=(-2, -1), keepdim=True)
+    std = x.std(dim=(-2, -1), keepdim=True, unbiased=False).clamp_min(floor)
+    return (x - mean) / std, (mean, std)
+
+
+def space_to_batch(x: torch.Tensor, stride: int) -> torch.Tensor:
+    """[B, C, H, W] -> [s*s*B, C, H/s, W/s]: every phase offset becomes its own image, offset-major
+    (index = offset * B + b, as TF's SpaceToBatch)."""
+    b, c, h, w = x.shape
+    cells = F.pixel_unshuffle(x, stride).view(b, c, stride * stride, h // stride, w // stride)
+    return cells.permute(2, 0, 1, 3, 4).reshape(stride * stride * b, c, h // stride, w // stride)
+
+
+def batch_to_space(y: torch.Tensor, stride: int) -> torch.Tensor:
+    n, c, h, w = y.shape
+    b = n // (stride * stride)
+    cells = y.view(stride * stride, b, c, h, w).permute(1, 2, 0, 3, 4).reshape(b, c * stride * stride, h, w)
+    return F.pixel_shuffle(cells, stride)
+
+
+def draw_cell_indices(n: int, h: int, w: int, seeds: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """RS2's index map: one uniform k in {0..3} per 2x2 cell and image, (dy, dx) = (k // 2, k % 2),
+    shared by the channels; per-image seeds make it a pure function of the data pipeline."""
+    if seeds is None:
+        return torch.randint(0, 4, (n, h // 2, w // 2))
+    return torch.stack([torch.randint(0, 4, (h // 2, w // 2), generator=torch.Generator().manual_seed(int(s)))
+                        for s in seeds])
+
+
+class CBSNModel(DenoisingModel):
+    """Trains a network with ``forward(x, blind)`` (``CBSN``) by the three-pass C-BSN objective."""
+
+    def __init__(self, networks, invariance_weight: float = 2.0, ramp_iters: int = 200000, blind_stride: int = 5,
+                 inference_pad: int = 32, clip_output: bool = True):
+        super().__init__(networks)
+        if blind_stride < 1 or ramp_iters < 0 or inference_pad < 0:
+            raise OptionsError("model: blind_stride must be >= 1, ramp_iters and inference_pad >= 0")
+        self.invariance_weight, self.ramp_iters, self.blind_stride = invariance_weight, ramp_iters, blind_stride
+        self.inference_pad, self.clip_output = inference_pad, clip_output
+
+    @property
+    def patch_multiple(self) -> int:
+        return self.blind_stride * 2 // math.gcd(self.blind_stride, 2)
+
+    def check_options(self, opt: dict) -> None:
+        crop = (opt["datasets"].get("train") or {}).get("crop_size")
+        if crop is not None and crop % self.patch_multiple:
+            raise OptionsError(f"datasets.train.crop_size ({crop}) must be divisible by both strides of C-BSN (the "
+                               f"blind stride {self.blind_stride} and the sub-sampler's 2), i.e. a multiple of "
+                               f"{self.patch_multiple}, e.g. 120 or 240")
+
+    def ramp(self, progress: Progress) -> float:
+        """s(t) = clip(t / ramp_iters, 0, 1): the blind objective dominates early on."""
+        return 1.0 if self.ramp_iters == 0 else min(max(progress.iteration / self.ramp_iters, 0.0), 1.0)
+
+    def training_step(self, batch: Dict[str, torch.Tensor], progress: Progress) -> Dict[str, torch.Tensor]:
+        noisy = self.prepare_input(batch["noisy"])
+        n, _, h, w = noisy.shape
+        if h % self.patch_multiple or w % self.patch_multiple:
+            raise OptionsError(f"C-BSN patches must be divisible by both strides ({self.blind_stride} and 2); got "
+                               f"{h}x{w} (datasets.train.crop_size)")
+        x, _ = standardize(noisy)
+        s = self.blind_stride
+        y_blind = batch_to_space(self.run("net", space_to_batch(x, s), blind=True), s)
+        cells = draw_cell_indices(n, h, w, batch.get("seed")).to(x.device)
+        with torch.no_grad():
+            y_sub_blind = self.run("net", subsample(x, cells), blind=True)
+        y_full = self.run("net", x, blind=False)
+        loss_blind = (y_blind - x).abs().mean()
+        loss_self = (y_full - x).abs().mean()
+        loss_inv = (subsample(y_full, cells) - y_sub_blind).abs().mean()
+        weight = self.ramp(progress)
+        loss = loss_blind + weight * (loss_self + self.invariance_weight * loss_inv)
+        return {"loss": loss, "loss_blind": loss_blind.detach(), "loss_self": loss_self.detach(),
+                "loss_inv": loss_inv.detach()}
+
+    # -- inference: whole-image standardisation and padding, then plain non-blind passes (tileable)
+    def normalize(self, noisy: torch.Tensor):
+        """Standardise with whole-image statistics and reflect-pad by ``inference_pad``; tiles of the
+        result then only need an overlap of twice the receptive radius to be exact."""
+        x, (mean, std) = standardize(noisy.float())
+        h, w = x.shape[-2:]
+        p = self.inference_pad
+        x = F.pad(x, (p, p, p, p), mode="reflect" if min(h, w) > p else "replicate")
+        return x, (mean, std, p)
+
+    def denormalize(self, out: torch.Tensor, stats) -> torch.Tensor:
+        mean, std, p = stats
+        out = out[..., p:out.shape[-2] - p, p:out.shape[-1] - p]
+        out = out * std.to(out.device) + mean.to(out.device)
+        return out.clamp(0, 1) if self.clip_output else out
+
+    @torch.no_grad()
+    def denoise(self, x: torch.Tensor) -> torch.Tensor:
+        """One non-blind pass on a standardised, padded image (or a tile of one)."""
+        x = self.prepare_input(x)
+        with torch.autocast(x.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
+            return self.run(self.inference_role, x, blind=False).float()
