@@ -5,10 +5,11 @@ from ..registry import Registry
 from .base_model import DenoisingModel, Progress, pad_to_multiple
 from .atbsn import ATBSNDistillation, ATBSNModel
 from .cbsn import CBSNModel
+from .dbsn import DBSNDistillation, DBSNModel
 from .neighbor2neighbor import Neighbor2Neighbor
 
 MODEL_REGISTRY = Registry("model")
-for _cls in (Neighbor2Neighbor, ATBSNModel, ATBSNDistillation, CBSNModel):
+for _cls in (Neighbor2Neighbor, ATBSNModel, ATBSNDistillation, CBSNModel, DBSNModel, DBSNDistillation):
     MODEL_REGISTRY.register(_cls)
 
 
@@ -20,4 +21,5 @@ def build_model(opt: dict) -> DenoisingModel:
 
 
 __all__ = ["MODEL_REGISTRY", "build_model", "DenoisingModel", "Progress", "pad_to_multiple", "Neighbor2Neighbor", "ATBSNModel",
-           "ATBSNDistillation", "CBSNModel"]
+           "ATBSNDistillation", "CBSNModel", "DBSNModel",
+           "DBSNDistillation"]

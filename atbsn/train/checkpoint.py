@@ -147,12 +147,15 @@ class CheckpointManager:
 # --------------------------------------------------------------------------- weights
 # Official containers that hold several networks under a prefix (AT-BSN's distilled checkpoint).
 ROLE_PREFIXES = {"student": "nbsn.", "teacher": "bsn."}
+# Official D-BSN checkpoints: one dict holding the three networks' state dicts.
+ROLE_CONTAINERS = {"net": "state_dict_dbsn", "sigma_mu": "state_dict_sigma_mu", "sigma_n": "state_dict_sigma_n"}
 
 
 def extract_state_dict(obj: Dict[str, Any], role: str, path: str) -> Dict[str, torch.Tensor]:
     """Accept a training checkpoint, ``{'params': sd}`` (BasicSR), ``{'state_dict': sd}`` or a plain
     state dict; strip a ``module.`` / ``_orig_mod.`` prefix. From a container whose keys carry the
-    official ``nbsn.`` / ``bsn.`` prefixes, the role's part is taken (student / teacher)."""
+    official ``nbsn.`` / ``bsn.`` prefixes, the role's part is taken (student / teacher); from an
+    official D-BSN checkpoint, ``state_dict_dbsn`` / ``_sigma_mu`` / ``_sigma_n`` by role."""
     if "networks" in obj and isinstance(obj["networks"], dict):
         nets = obj["networks"]
         if role in nets:
@@ -161,6 +164,11 @@ def extract_state_dict(obj: Dict[str, Any], role: str, path: str) -> Dict[str, t
             sd = next(iter(nets.values()))
         else:
             raise CheckpointError(f"checkpoint '{path}' has networks {sorted(nets)}, not '{role}'")
+    elif any(k in obj for k in ROLE_CONTAINERS.values()):
+        if ROLE_CONTAINERS.get(role) not in obj:
+            raise CheckpointError(f"'{path}' is an official D-BSN checkpoint ({', '.join(k for k in obj if k.startswith('state_dict'))}); "
+                                  f"it has no network for role '{role}' (roles: {', '.join(ROLE_CONTAINERS)})")
+        sd = obj[ROLE_CONTAINERS[role]]
     elif "params" in obj and isinstance(obj["params"], dict):
         sd = obj["params"]
     elif "state_dict" in obj and isinstance(obj["state_dict"], dict):
