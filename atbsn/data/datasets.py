@@ -39,6 +39,23 @@ def _stem(path: str) -> str:
     return os.path.splitext(os.path.basename(path))[0]
 
 
+def select_names(paths: List[str], names_file: Optional[str]) -> List[str]:
+    """Keep the images whose stems are listed in ``names_file`` (one per line), e.g. CBSD68 =
+    BSD300 test restricted to ``CBSD68_ids.txt``."""
+    if names_file is None:
+        return paths
+    try:
+        with open(names_file) as f:
+            names = [line.strip() for line in f if line.strip()]
+    except OSError as e:
+        raise DataError(f"names_file '{names_file}' cannot be read: {e.strerror}") from None
+    by_stem = {_stem(p): p for p in paths}
+    missing = [n for n in names if _stem(n) not in by_stem]
+    if missing:
+        raise DataError(f"names_file '{names_file}' lists {len(missing)} image(s) not in the folder, e.g. '{missing[0]}'")
+    return [by_stem[_stem(n)] for n in names]
+
+
 class ImageFolderBase(Dataset):
     """Shared machinery: file lists, decoding (optionally cached), crop + augmentation."""
 
@@ -129,10 +146,10 @@ class SyntheticNoiseDataset(ImageFolderBase):
 
     def __init__(self, root: str, noise: dict, crop_size: Optional[int] = None, augment: Augment = "none",
                  repeats: int = 1, seed: int = 0, noise_seeding: Literal["per_image", "legacy_numpy"] = "per_image",
-                 channels: int = 3, convert_color: bool = False, cache: bool = False):
+                 channels: int = 3, convert_color: bool = False, cache: bool = False, names_file: Optional[str] = None):
         super().__init__(crop_size, augment, channels, convert_color, cache)
         self.root = root
-        self.paths = list_images(root, "clean image folder")
+        self.paths = select_names(list_images(root, "clean image folder"), names_file)
         self.noise_cfg = dict(noise)
         self.noise = build_noise(noise, where="noise")
         self.repeats, self.seed, self.noise_seeding = repeats, seed, noise_seeding

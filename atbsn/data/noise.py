@@ -70,15 +70,16 @@ class HeteroscedasticGaussianNoise(NoiseModel):
     """Signal-dependent Gaussian (D-BSN's HG): y = x + sigma_s x z1 + sigma_c z2, z1 and z2 independent,
     so the per-pixel std is sqrt(sigma_s^2 x^2 + sigma_c^2)."""
 
-    def __init__(self, sigma_s: Strength, sigma_c: Strength):
+    def __init__(self, sigma_s: Strength, sigma_c: Strength, same_z: bool = False):
         self.sigma_s = _strength(sigma_s, "sigma_s", "noise")
         self.sigma_c = _strength(sigma_c, "sigma_c", "noise")
+        self.same_z = same_z  # official D-BSN validation/test bug: z1 = z2, std sigma_s x + sigma_c
 
     def __call__(self, clean, g):
         s = _uniform(*self.sigma_s, g) / 255.0
         c = _uniform(*self.sigma_c, g) / 255.0
         z1 = torch.randn(clean.shape, generator=g, dtype=clean.dtype)
-        z2 = torch.randn(clean.shape, generator=g, dtype=clean.dtype)
+        z2 = z1 if self.same_z else torch.randn(clean.shape, generator=g, dtype=clean.dtype)
         return clean + s * clean * z1 + c * z2
 
 

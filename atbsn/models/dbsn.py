@@ -294,7 +294,11 @@ class DBSNDistillation(DBSNModel):
 
     def check_options(self, opt: dict) -> None:
         super().check_options(opt)
-        b = (opt["datasets"].get("train") or {}).get("batch_size", 1)
+        train = opt["datasets"].get("train") or {}
+        b, crop, multiple = train.get("batch_size", 1), train.get("crop_size"), self.input_multiple()
+        if crop is not None and crop % multiple:
+            raise OptionsError(f"datasets.train.crop_size ({crop}) must be a multiple of {multiple} for the student "
+                               f"networks.student")
         if b % self.split:
             raise OptionsError(f"datasets.train.batch_size ({b}) must be divisible by {self.split}: the first "
                                f"1/{self.split} of each batch gives pseudo-targets, the rest synthetic pairs")
