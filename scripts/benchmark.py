@@ -73,6 +73,7 @@ def measure(arch: str, args) -> dict:
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     x = torch.rand(args.batch, channels, args.size, args.size, device=device)
+    first = lambda out: out[0] if isinstance(out, tuple) else out  # noqa: E731  (D-BSN returns (mu, f))
     with torch.no_grad():
         t_inf = _timed(lambda: net(x), device, args.runs, args.warmup)
     net.train()
@@ -81,7 +82,8 @@ def measure(arch: str, args) -> dict:
 
     def step():
         opt.zero_grad(set_to_none=True)
-        torch.nn.functional.l1_loss(net(xt), xt).backward()
+        out = first(net(xt))
+        torch.nn.functional.l1_loss(out, xt[:, : out.shape[1]]).backward()
         opt.step()
 
     t_train = _timed(step, device, args.runs, args.warmup)
@@ -98,6 +100,50 @@ def measure(arch: str, args) -> dict:
         "train_step_ms": t_train * 1e3, "peak_memory_mib": peak,
         "size": args.size, "batch": args.batch, "train_size": args.train_size, "train_batch": args.train_batch,
     }
+
+
+METHOD_STEPS = {  # official networks and batch geometry of each method's training step
+    "cbsn": ("C-BSN (3 passes: stride-5 blind, stride-2 blind no-grad, non-blind)",
+             {"model": {"type": "CBSNModel"}, "networks": {"net": {"type": "CBSN"}}}, 3, 4, 120),
+    "dbsn_gray_awgn": ("D-BSN gray AWGN joint (backbone + sigma_mu + CNN_est, MAP)",
+                       {"model": {"type": "DBSNModel", "noise": "awgn"},
+                        "networks": {"net": {"type": "DBSN", "in_channels": 1},
+                                     "sigma_mu": {"type": "DBSNSigmaMu", "out_channels": 1, "width": 16},
+                                     "sigma_n": {"type": "DBSNSigmaN", "in_channels": 1, "out_channels": 1,
+                                                 "width": 16}}}, 1, 8, 96),
+    "dbsn_color_mg": ("D-BSN colour MG joint (3x3 covariances, MAP)",
+                      {"model": {"type": "DBSNModel", "noise": "mg"},
+                       "networks": {"net": {"type": "DBSN"}, "sigma_mu": {"type": "DBSNSigmaMu"},
+                                    "sigma_n": {"type": "DBSNSigmaN"}}}, 3, 8, 96),
+}
+
+
+def measure_method_step(args) -> dict:
+    """One optimiser step of a method's own ``training_step`` (all its passes and heads)."""
+    import torch
+
+    from atbsn.inference import resolve_device
+    from atbsn.models import Progress, build_model
+
+    name = args.worker[len("method_"):]
+    title, opt, channels, batch, size = METHOD_STEPS[name]
+    batch, size = args.method_batch or batch, args.method_size or size
+    torch.manual_seed(0)
+    device = resolve_device(args.device)
+    model = build_model(opt).to(device)
+    model.train(True)
+    params = list(model.trainable_parameters())
+    optimizer = torch.optim.Adam(params, 1e-4)
+    x = torch.rand(batch, channels, size, size, device=device)
+
+    def step():
+        optimizer.zero_grad(set_to_none=True)
+        model.training_step({"noisy": x}, Progress(250000, 500000, 0, 1))["loss"].backward()
+        optimizer.step()
+
+    t = _timed(step, device, args.runs, args.warmup)
+    return {"method": name, "title": title, "batch": batch, "size": size, "step_ms": t * 1e3,
+            "params": sum(p.numel() for p in params)}
 
 
 def measure_distill(args) -> dict:
@@ -229,6 +275,10 @@ def main() -> int:
     p.add_argument("--full-res", action="store_true", help="also measure 12-MP (4000x3000) inference memory")
     p.add_argument("--full-res-arch", default="ATBSNStudentA")
     p.add_argument("--full-res-tile", type=int, default=512)
+    p.add_argument("--methods", nargs="*", default=None, help=f"method training steps to time ({', '.join(METHOD_STEPS)}; default: those "
+                   f"whose network is among --archs; none with --no-method-steps)")
+    p.add_argument("--method-batch", type=int, default=None, help="override each method step's official batch")
+    p.add_argument("--method-size", type=int, default=None, help="override each method step's official crop")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     args = p.parse_args()
 
@@ -239,6 +289,8 @@ def main() -> int:
     if args.worker:
         fn = {"distill": measure_distill, "teacher": measure_teacher_vs_straightforward,
               "fullres_tiled": measure_full_resolution, "fullres_untiled": measure_full_resolution}.get(args.worker)
+        if args.worker.startswith("method_"):
+            fn = measure_method_step
         print(json.dumps(fn(args) if fn else measure(args.worker, args)))
         return 0
 
@@ -258,6 +310,9 @@ def main() -> int:
                "--train-batch", str(args.train_batch), "--runs", str(args.runs), "--warmup", str(args.warmup),
                "--distill-batch", str(args.distill_batch), "--distill-size", str(args.distill_size),
                "--full-res-arch", args.full_res_arch, "--full-res-tile", str(args.full_res_tile)]
+        for flag, value in (("--method-batch", args.method_batch), ("--method-size", args.method_size)):
+            if value:
+                cmd += [flag, str(value)]
         if args.threads:
             cmd += ["--threads", str(args.threads)]
         out = subprocess.run(cmd, capture_output=True, text=True)
@@ -269,6 +324,10 @@ def main() -> int:
     method_steps = {}
     if not args.no_method_steps and (not args.archs or "ATBSN" in args.archs):
         method_steps = {"atbsn_teacher": worker("teacher"), "atbsn_distillation": worker("distill")}
+    if not args.no_method_steps:
+        chosen = args.methods if args.methods is not None else [
+            m for m, spec in METHOD_STEPS.items() if spec[1]["networks"]["net"]["type"] in archs]
+        method_steps["method_steps"] = [worker(f"method_{m}") for m in chosen]
     if args.full_res:
         method_steps["full_resolution"] = [worker("fullres_tiled"), worker("fullres_untiled")]
     os.makedirs(args.out, exist_ok=True)
@@ -306,6 +365,9 @@ def main() -> int:
             f"{d['naive_ms']:.1f} ms, shared U-Net {d['shared_ms']:.1f} ms, speed-up {d['speedup']:.2f}x "
             f"(max target difference {d['max_target_diff_255']:.2e} on the 255 scale)",
         ]
+    for r in method_steps.get("method_steps", []):
+        lines.append(f"\n{r['title']}: one training step at {r['batch']}x{r['size']}², {r['params']:,} trained "
+                     f"parameters: {r['step_ms']:.1f} ms")
     for r in method_steps.get("full_resolution", []):
         how = f"tiled {r['tile']} px, overlap {r['overlap']} px" if r["tile"] else "untiled"
         lines.append(f"\n12-MP image (4000x3000), {r['arch']}, {how}: {r['seconds']:.1f} s, peak RSS "

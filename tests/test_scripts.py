@@ -24,6 +24,20 @@ def test_verify_reference_passes_and_fails_on_a_corrupted_copy(tmp_path):
     assert code == 1 and "ERROR n2n_metrics_vectors.pt" in out
 
 
+def test_benchmark_cbsn_and_dbsn_rows_and_method_steps(tmp_path):
+    code, out, err = run_cli("scripts/benchmark.py", "--archs", "CBSN", "DBSN", "DBSNSigmaMu", "--size", "32",
+                             "--train-size", "16", "--train-batch", "1", "--runs", "1", "--warmup", "0",
+                             "--methods", "cbsn", "dbsn_color_mg", "--method-batch", "1", "--method-size", "20",
+                             "--out", str(tmp_path))
+    assert code == 0, err
+    assert "| CBSN | 3,656,131 | 3,650,112 |" in out  # parameters minus the 6,019 biases (spec)
+    assert "| DBSN | 6,612,675 | 6,599,232 |" in out and "| DBSNSigmaMu | 4,358 | 4,288 |" in out
+    steps = {r["method"]: r for r in json.load(open(tmp_path / "results.json"))["method_steps"]}
+    assert steps["cbsn"]["params"] == 3656131 and steps["cbsn"]["step_ms"] > 0
+    assert steps["dbsn_color_mg"]["params"] == 6612675 + 4358 + 3494
+    assert "C-BSN (3 passes" in out
+
+
 def test_benchmark_reports_the_n2n_row(tmp_path):
     code, out, err = run_cli("scripts/benchmark.py", "--archs", "N2NUNet", "--size", "64", "--train-size", "64",
                              "--train-batch", "1", "--runs", "1", "--warmup", "0", "--out", str(tmp_path))
