@@ -246,3 +246,27 @@ def test_cli_stages_gray_into_colour_error_and_posterior_validation(tmp_path, im
     opt["model"]["noise"] = "poisson"
     code, _, err = run_cli("train.py", "-opt", write_options(tmp_path / "p.yml", opt))
     assert code == 2 and "noise" in err and "'awgn'" in err and "'mg'" in err
+
+
+def test_dbsn_noise_models_as_specified():
+    from atbsn.data.noise import build_noise
+
+    clean = torch.full((3, 200, 200), 0.5)
+    fixed = [[0.052886, 0.002695, 0.004399], [0.002695, 0.056920, 0.004446], [0.004399, 0.004446, 0.051680]]
+    noisy = build_noise({"type": "multivariate_gaussian", "covariance": fixed})(clean, torch.Generator().manual_seed(0))
+    std = (noisy - clean).flatten(1).std(1) * 255
+    assert torch.allclose(std, torch.tensor([58.6, 60.8, 58.0]), atol=1.0)  # the spec's per-channel stds
+    mg = build_noise({"type": "multivariate_gaussian"})
+    g = torch.Generator().manual_seed(1)
+    covs = [mg.random_covariance(g) for _ in range(3)]
+    assert not torch.allclose(covs[0], covs[1])  # a fresh covariance per patch
+    assert all(torch.linalg.eigvalsh(c).min() > 0 and c.max() <= (75 / 255) ** 2 for c in covs)
+    with pytest.raises(OptionsError, match="not positive definite"):
+        build_noise({"type": "multivariate_gaussian", "covariance": [[1, 2, 0], [2, 1, 0], [0, 0, 1]]})
+    x = torch.rand(1, 64, 64)
+    same = build_noise({"type": "heteroscedastic_gaussian", "sigma_s": 40, "sigma_c": 10, "same_z": True})
+    z = (same(x, torch.Generator().manual_seed(2)) - x) / (40 / 255 * x + 10 / 255)  # official z1 = z2
+    assert torch.allclose(z, torch.randn(x.shape, generator=torch.Generator().manual_seed(2)), atol=1e-4)
+    indep = build_noise({"type": "heteroscedastic_gaussian", "sigma_s": 40, "sigma_c": 10})
+    n = indep(torch.full((1, 300, 300), 0.5), torch.Generator().manual_seed(3)) - 0.5
+    assert abs(n.std().item() * 255 - (20 ** 2 + 10 ** 2) ** 0.5) < 0.5  # sqrt(a^2 x^2 + d^2) at x = 0.5
