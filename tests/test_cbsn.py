@@ -244,3 +244,15 @@ def test_short_training_run_and_converted_checkpoint_from_the_cli(tmp_path, imag
     summary = json.load(open(tmp_path / "results" / "cbsn_valid" / "summary.json"))
     fixed = summary["summary"]["set"]["cbsn_fixed_val"]
     assert fixed["count"] == 6 and 10 < fixed["psnr"] < 50
+    # test.py: the same pipeline (whole-image standardisation, pad 32, non-blind, round) to PNGs
+    code, out, err = run_cli("test.py", "-opt", str(tmp_path / "v.yml"), "--input", str(image_folder / "noisy"),
+                             "--output", str(tmp_path / "out"))
+    assert code == 0, err
+    from atbsn.utils.image import quantize, read_image
+
+    noisy = read_image(str(image_folder / "noisy" / "img0.png"))[0]
+    model = CBSNModel({"net": net})
+    model.train(False)
+    expected = denoise(model, torch.from_numpy(noisy.transpose(2, 0, 1).copy())[None])[0].numpy().transpose(1, 2, 0)
+    written = read_image(str(tmp_path / "out" / "img0.png"))[0]
+    assert abs(written * 255 - quantize(expected, 8).astype(np.float64)).max() <= 1
