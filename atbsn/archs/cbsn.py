@@ -133,7 +133,8 @@ def cbsn_state_dict_from_tf(variables: dict, width: int = 128, num_modules: int 
     convs, stored unmasked. Names that do not map onto the network are all listed in one error."""
     from ..errors import CheckpointError
 
-    expected = CBSN(width=width, num_modules=num_modules).state_dict()
+    with torch.device("meta"):  # names and shapes only: no memory, no initialisation cost
+        expected = CBSN(width=width, num_modules=num_modules).state_dict()
     out, unexpected = {}, []
     for name, value in variables.items():
         parts = name[len(prefix):].split("/") if name.startswith(prefix) else []

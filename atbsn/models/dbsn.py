@@ -217,9 +217,8 @@ class DBSNModel(DenoisingModel):
         if (out_mu, out_n) != (want, want):
             raise OptionsError(f"D-BSN with {c}-channel images and noise '{self.noise}' needs sigma_mu and sigma_n with "
                                f"out_channels {want}; got {out_mu} and {out_n}")
-        want_in = c
-        if self.networks["sigma_n"].in_channels != want_in:
-            raise OptionsError(f"networks.sigma_n.in_channels must be {want_in} (it reads the image or mu)")
+        if self.networks["sigma_n"].in_channels != c:
+            raise OptionsError(f"networks.sigma_n.in_channels must be {c} (it reads the image or mu)")
 
     def check_options(self, opt: dict) -> None:
         c = self.networks["net"].in_channels
@@ -311,7 +310,7 @@ class DBSNDistillation(DBSNModel):
         z = torch.randn(clean.shape, generator=g, dtype=clean.dtype).to(clean.device)
         if clean.shape[1] == 1:
             return clean + kappa * cov_n.sqrt() * z
-        chol = torch.linalg.cholesky(cov_n.expand(clean.shape[0], clean.shape[2], clean.shape[3], 3, 3).double())
+        chol = torch.linalg.cholesky(cov_n.double())  # one factor per image (MG) or per pixel, then broadcast
         noise = (chol @ _pixels(z).double())[..., 0].permute(0, 3, 1, 2).to(clean.dtype)
         return clean + kappa * noise
 
