@@ -106,7 +106,7 @@ def _valid(argv: List[str]) -> int:
         vcfg = opt["val"]
         out_dir = os.path.join(opt["path"]["results_root"], opt["name"])
         evaluator = Evaluator(loaders, [build_metric(m) for m in vcfg["metrics"]], vcfg["tile"]["size"],
-                              vcfg["tile"]["overlap"])
+                              vcfg["tile"]["overlap"], vcfg["tile"]["blend"])
         t0 = time.time()
         result = evaluator.run(model, os.path.join(out_dir, "images"), vcfg["save_images"],
                                progress=sys.stdout.isatty() and dist.is_main)
@@ -169,7 +169,7 @@ def _test(argv: List[str]) -> int:
     t0 = time.time()
     for path in paths:
         img, depth = read_image(path, channels, convert)
-        pred = denoise(model, to_tensor(img)[None], tile["size"], tile["overlap"])[0]
+        pred = denoise(model, to_tensor(img)[None], tile["size"], tile["overlap"], tile["blend"])[0]
         bits = (16 if depth > 8 else 8) if bit_cfg == "same" else int(bit_cfg)
         stem = os.path.splitext(os.path.basename(path))[0]
         out = os.path.join(out_dir, f"{stem}{opt['test']['suffix']}.png")
@@ -213,7 +213,7 @@ def _submission(opt: dict, test_cfg: dict, output: Optional[str], overwrite: boo
     for i in range(len(dataset)):
         item = dataset[i]
         t0 = time.perf_counter()
-        pred = denoise(model, item["noisy"][None], tile["size"], tile["overlap"])[0].numpy().transpose(1, 2, 0)
+        pred = denoise(model, item["noisy"][None], tile["size"], tile["overlap"], tile["blend"])[0].numpy().transpose(1, 2, 0)
         seconds += time.perf_counter() - t0
         pixels += pred.shape[0] * pred.shape[1]
         if is_sidd:

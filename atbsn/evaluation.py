@@ -28,8 +28,9 @@ class Evaluator:
     """Evaluates a model on named loaders. Metrics of the noisy inputs are computed once and kept."""
 
     def __init__(self, loaders: Dict[str, torch.utils.data.DataLoader], protocols: List[MetricProtocol],
-                 tile: Optional[int] = None, overlap: Optional[int] = None):
+                 tile: Optional[int] = None, overlap: Optional[int] = None, blend: bool = False):
         self.loaders, self.protocols, self.tile, self.overlap = loaders, protocols, tile, overlap
+        self.blend = blend
         self._input_metrics: Dict[tuple, Dict[str, float]] = {}
 
     def run(self, model, image_dir: Optional[str] = None, save_images: int = 0, progress: bool = False) -> dict:
@@ -50,7 +51,7 @@ class Evaluator:
                 if "clean" not in batch:
                     raise DataError(f"validation set '{set_name}' has no clean images: use PairedFolderDataset "
                                     f"or SyntheticNoiseDataset")
-                pred = denoise(model, batch["noisy"], self.tile, self.overlap)
+                pred = denoise(model, batch["noisy"], self.tile, self.overlap, self.blend)
                 for b in range(pred.shape[0]):
                     name = batch["name"][b]
                     p, g, n = to_numpy(pred[b]), to_numpy(batch["clean"][b]), to_numpy(batch["noisy"][b])

@@ -58,6 +58,47 @@ def denoise_tiled(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, t
     return out
 
 
+def blended_starts(length: int, tile: int, stride: int) -> List[int]:
+    """Origins every ``stride`` px with the last tile ending at the border: every tile is full-size."""
+    if length <= tile:
+        return [0]
+    starts = list(range(0, length - tile, stride))
+    return starts + [length - tile]
+
+
+def crossfade(tile: int, overlap: int) -> torch.Tensor:
+    """A 1-D weight that ramps linearly over ``overlap`` px at both ends: neighbouring tiles at
+    stride ``tile - overlap`` cross-fade, and their weights sum to one inside the image."""
+    i = torch.arange(tile, dtype=torch.float32) + 0.5
+    return torch.minimum(torch.ones(tile), torch.minimum(i, tile - i) / max(overlap, 1))
+
+
+def denoise_blended(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, tile: int,
+                    overlap: int) -> torch.Tensor:
+    """Run ``fn`` on full-size ``tile`` x ``tile`` windows and cross-fade them. For networks that
+    see only their training crop's size (receptive field wider than the crop), this keeps every
+    pass at that size, and the fades hide the seams. Not equal to the untiled output by design."""
+    if not 0 <= overlap < tile:
+        raise OptionsError(f"val.tile.overlap ({overlap}) must be in [0, tile size {tile})")
+    h, w = x.shape[-2:]
+    if h <= tile and w <= tile:
+        return fn(x)
+    ys, xs = blended_starts(h, tile, tile - overlap), blended_starts(w, tile, tile - overlap)
+    wy, wx = crossfade(min(tile, h), overlap), crossfade(min(tile, w), overlap)
+    weight = wy[:, None] * wx[None, :]
+    out: Optional[torch.Tensor] = None
+    total = torch.zeros(h, w)
+    for y0 in ys:
+        for x0 in xs:
+            piece = fn(x[..., y0 : y0 + tile, x0 : x0 + tile])
+            if out is None:
+                out = torch.zeros(*x.shape[:-3], piece.shape[-3], h, w, dtype=piece.dtype, device=piece.device)
+            ph, pw = piece.shape[-2:]
+            out[..., y0 : y0 + ph, x0 : x0 + pw] += piece * weight[:ph, :pw].to(piece.device)
+            total[y0 : y0 + ph, x0 : x0 + pw] += weight[:ph, :pw]
+    return out / total.to(out.device)
+
+
 def default_overlap(model: DenoisingModel) -> int:
     """Twice the inference network's receptive radius, rounded up to its tile alignment: enough for
     tiled output to equal untiled output."""
@@ -73,11 +114,15 @@ def tile_alignment(model: DenoisingModel) -> int:
 
 
 def denoise(model: DenoisingModel, noisy: torch.Tensor, tile: Optional[int] = None,
-            overlap: Optional[int] = None) -> torch.Tensor:
+            overlap: Optional[int] = None, blend: bool = False) -> torch.Tensor:
     """[0,1] NCHW -> [0,1] NCHW (on the CPU), tiled above ``tile`` pixels per side; ``overlap``
-    None picks :func:`default_overlap`."""
+    None picks :func:`default_overlap`; ``blend`` cross-fades full-size tiles
+    (:func:`denoise_blended`, overlap None: half the tile)."""
     x, stats = model.normalize(noisy)
     run = lambda t: model.denoise(t).cpu()  # noqa: E731
+    if tile and blend:
+        overlap = tile // 2 if overlap is None else overlap
+        return model.denormalize(denoise_blended(run, x, tile, overlap), stats)
     if tile:
         overlap = default_overlap(model) if overlap is None else overlap
         return model.denormalize(denoise_tiled(run, x, tile, overlap, tile_alignment(model)), stats)
@@ -117,8 +162,9 @@ class Denoiser:
     NumPy: HWC or HW, uint8 / uint16 (full range) or float ([0, 1]). Torch: CHW or NCHW float in [0, 1].
     """
 
-    def __init__(self, model: DenoisingModel, tile: Optional[int] = None, overlap: Optional[int] = None):
-        self.model, self.tile, self.overlap = model, tile, overlap
+    def __init__(self, model: DenoisingModel, tile: Optional[int] = None, overlap: Optional[int] = None,
+                 blend: bool = False):
+        self.model, self.tile, self.overlap, self.blend = model, tile, overlap, blend
         model.train(False)
 
     @classmethod
@@ -147,10 +193,11 @@ class Denoiser:
         load_pretrained(model, opt["path"]["pretrain_network"], opt["path"]["strict_load"])
         model.to(resolve_device(device if device != "auto" else opt["device"]))
         configure_inference(model, opt)
-        return cls(model, opt["val"]["tile"]["size"], opt["val"]["tile"]["overlap"])
+        tile = opt["val"]["tile"]
+        return cls(model, tile["size"], tile["overlap"], tile["blend"])
 
     def denoise_tensor(self, x: torch.Tensor) -> torch.Tensor:
-        return denoise(self.model, x, self.tile, self.overlap)
+        return denoise(self.model, x, self.tile, self.overlap, self.blend)
 
     def __call__(self, image):
         if isinstance(image, torch.Tensor):

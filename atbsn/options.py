@@ -152,7 +152,8 @@ SCHEMA: Dict[str, Any] = {
         },
         "tile": {
             "size": Opt(Optional[int], None),
-            "overlap": Opt(Optional[int], None),  # None: twice the network's receptive radius
+            "overlap": Opt(Optional[int], None),  # None: twice the receptive radius (blend: half the tile)
+            "blend": Opt(bool, False),  # cross-fade full-size tiles (for nets that know only their crop size)
         },
     },
     "test": {

@@ -18,7 +18,7 @@ only shift + un-rotate + the two small 1x1 layers repeat per k.
 """
 from __future__ import annotations
 
-from typing import Dict, List, Optional
+from typing import Dict, List, Literal, Optional
 
 import torch
 import torch.nn.functional as F
@@ -27,6 +27,19 @@ from ..errors import OptionsError
 from .base_model import DenoisingModel, Progress
 
 DEFAULT_TEACHERS = (0, 1, 3, 5, 7, 9, 11)
+Centering = Literal["none", "input_mean"]
+
+
+def center(x: torch.Tensor, centering: str):
+    """``centering: input_mean`` runs a network on x - mean(x) (per input and channel: a training
+    crop, an inference tile) and adds the mean back. The U-Nets zero-pad every shifted conv and
+    pool and look ~288 px away, wider than a training crop, so uncentred the padding reads as black
+    and the brightness a network learns depends on the input's size (+40..68 gray levels on
+    256-512 px SIDD images from a teacher trained on 64-px crops). ``none``: the official model."""
+    if centering == "none":
+        return x, torch.zeros((), dtype=x.dtype, device=x.device)
+    mean = x.mean(dim=(-2, -1), keepdim=True)
+    return x - mean, mean
 
 
 def check_conforming_crop(opt: dict, multiple: int = 32) -> None:
@@ -46,8 +59,9 @@ class ATBSNModel(DenoisingModel):
     value_scale = 255.0
 
     def __init__(self, networks, train_hole_size: int = 9, valid_hole_size: int = 3,
-                 ensemble_hole_sizes: Optional[List[int]] = None):
+                 ensemble_hole_sizes: Optional[List[int]] = None, centering: Centering = "none"):
         super().__init__(networks)
+        self.centering = centering
         self.train_hole_size, self.valid_hole_size = train_hole_size, valid_hole_size
         self.ensemble_hole_sizes = ensemble_hole_sizes
         net = self.networks["net"]
@@ -61,14 +75,16 @@ class ATBSNModel(DenoisingModel):
 
     def training_step(self, batch: Dict[str, torch.Tensor], progress: Progress) -> Dict[str, torch.Tensor]:
         noisy = self.prepare_input(batch["noisy"]) * self.value_scale
-        loss = F.l1_loss(self.run("net", noisy, hole_size=self.train_hole_size), noisy)
+        x, mean = center(noisy, self.centering)
+        loss = F.l1_loss(self.run("net", x, hole_size=self.train_hole_size) + mean, noisy)
         return {"loss": loss}
 
     def network_forward(self, x: torch.Tensor) -> torch.Tensor:
+        x, mean = center(x, self.centering)
         if not self.ensemble_hole_sizes:
-            return self.run("net", x, hole_size=self.valid_hole_size)
+            return self.run("net", x, hole_size=self.valid_hole_size) + mean
         net = self.networks["net"]  # test-time teacher ensemble (paper Table 2): one U-Net pass, several heads
-        return torch.stack(net.heads(net.features(x), self.ensemble_hole_sizes)).mean(0)
+        return torch.stack(net.heads(net.features(x), self.ensemble_hole_sizes)).mean(0) + mean
 
 
 class ATBSNDistillation(DenoisingModel):
@@ -80,8 +96,9 @@ class ATBSNDistillation(DenoisingModel):
     value_scale = 255.0
 
     def __init__(self, networks, hole_sizes: List[int] = list(DEFAULT_TEACHERS), mean_teacher: bool = False,
-                 init_student_from_teacher: bool = True):
+                 init_student_from_teacher: bool = True, centering: Centering = "none"):
         super().__init__(networks)
+        self.centering = centering  # the teacher's (stage 1) setting; the student sees the image as it is
         teacher = self.networks["teacher"]
         if not (hasattr(teacher, "features") and hasattr(teacher, "heads")):
             raise OptionsError(f"networks.teacher must be an AT-BSN teacher (type: ATBSN), got {type(teacher).__name__}")
@@ -104,8 +121,9 @@ class ATBSNDistillation(DenoisingModel):
 
     def teacher_targets(self, x: torch.Tensor) -> List[torch.Tensor]:
         teacher = self.networks["teacher"]
+        x, mean = center(x, self.centering)
         with torch.no_grad():
-            return teacher.heads(teacher.features(x), self.hole_sizes)
+            return [t + mean for t in teacher.heads(teacher.features(x), self.hole_sizes)]
 
     def training_step(self, batch: Dict[str, torch.Tensor], progress: Progress) -> Dict[str, torch.Tensor]:
         noisy = self.prepare_input(batch["noisy"]) * self.value_scale

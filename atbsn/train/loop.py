@@ -114,6 +114,7 @@ class Trainer:
             {name: build_eval_loader(cfg, f"datasets.val.{name}", dist.rank, dist.world_size)
              for name, cfg in val_sets.items()},
             [build_metric(m) for m in vcfg["metrics"]], vcfg["tile"]["size"], vcfg["tile"]["overlap"],
+            vcfg["tile"]["blend"],
         ) if val_sets else None
 
         self.ckpt = CheckpointManager(self.exp.checkpoints, tcfg["keep_checkpoints"])
