@@ -31,15 +31,15 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 SETS = {"sidd4": "../shared/data/SIDD_samples", "cc15": "../shared/data/CC15"}
-CROP_IMAGE = {"sidd4": ("sidd_3", 200, 150), "cc15": ("d800_iso6400_1", 180, 200)}  # name, y, x of a 128 crop
+CROP_IMAGE = {"sidd4": ("sidd_1", 200, 150), "cc15": ("d800_iso6400_1", 180, 200)}  # name, y, x of a 128 crop
 
-# One entry per method: the train.py stages (options file, overrides) run in order; ``{set}`` and
-# ``{root}`` are filled in, and ``{prev}`` is the previous stage's last checkpoint. The last stage
-# is the one evaluated. Budgets are CPU-sized and the same for both sets.
+# One entry per method: the train.py stages (options file, overrides) run in order, ``{prev}`` being
+# the previous stage's last checkpoint; the last stage is evaluated. A stage given as a method name
+# reuses that method's run (the distilled student starts from the teacher run above it, and its
+# minutes include the teacher's). Budgets are CPU-sized and the same for both sets.
 METHODS = {
     "atbsn": [("options/train/noisy_folder.yml", [])],
-    "atbsn_student": [("options/train/noisy_folder.yml", []),
-                      ("options/train/noisy_folder_distill.yml", ["path.pretrain_network.teacher={prev}"])],
+    "atbsn_student": ["atbsn", ("options/train/noisy_folder_distill.yml", ["path.pretrain_network.teacher={prev}"])],
     "cbsn": [("benchmarks/real_noise/configs/cbsn.yml", [])],
     "n2n": [("benchmarks/real_noise/configs/n2n.yml", [])],
     "dbsn": [("benchmarks/real_noise/configs/dbsn_mu.yml", []),
@@ -67,13 +67,17 @@ def score(pred: np.ndarray, clean: np.ndarray, protocols) -> dict:
     out = {}
     for proto in protocols:
         m = proto(pred, clean)
-        out[proto.name] = {"psnr": float(m["psnr"]), "ssim": float(m["ssim"])}
+        out[proto.name] = {"psnr": float(m["psnr"]), "ssim": float(m.get("ssim", float("nan")))}
     return out
 
 
 def mean_scores(per_image: dict) -> dict:
     names = next(iter(per_image.values())).keys()
     return {p: {k: float(np.mean([v[p][k] for v in per_image.values()])) for k in ("psnr", "ssim")} for p in names}
+
+
+def fmt_ssim(v: float) -> str:
+    return "-" if v != v else f"{v:.4f}"  # D-BSN's protocol has no SSIM
 
 
 # --------------------------------------------------------------------------- classical baselines
@@ -147,10 +151,18 @@ def evaluate_checkpoint(path: str, root: str, protocols, save_dir: str = "") -> 
     return {"mean": mean_scores(per_image), "per_image": per_image, "inference_s": time.perf_counter() - t0}
 
 
-def run_method(method: str, set_name: str, root: str, work: str, protocols) -> dict:
+def run_method(method: str, set_name: str, root: str, work: str, protocols, done: dict) -> dict:
     exp_root = os.path.join(work, "experiments")
     commands, prev, stage_seconds = [], "", []
-    for i, (options, extra) in enumerate(METHODS[method]):
+    for i, stage in enumerate(METHODS[method]):
+        if isinstance(stage, str):  # an earlier method's run
+            if stage not in done:
+                raise SystemExit(f"{method} starts from {stage}: run --methods {stage} {method}")
+            commands += done[stage]["commands"]
+            stage_seconds += [m * 60 for m in done[stage]["stage_minutes"]]
+            prev = done[stage]["last"]
+            continue
+        options, extra = stage
         run_name = f"study_{set_name}_{method}_s{i}"
         overrides = [f"name={run_name}", f"path.experiments_root={exp_root}", f"datasets.train.root={root}/noisy",
                      *[e.format(prev=prev) for e in extra]]
@@ -176,7 +188,8 @@ def run_method(method: str, set_name: str, root: str, work: str, protocols) -> d
         points.append(res)
         print(f"{set_name} {method} iter {it}: PSNR {res['mean']['basicsr_rgb']['psnr']:.2f} dB "
               f"at {res['minutes']:.1f} train-min (inference {res['inference_s']:.0f} s)", flush=True)
-    return {"commands": commands, "stage_minutes": [s / 60 for s in stage_seconds], "points": points}
+    return {"commands": commands, "stage_minutes": [s / 60 for s in stage_seconds], "points": points,
+            "last": prev}
 
 
 # --------------------------------------------------------------------------- report
@@ -204,7 +217,7 @@ def write_markdown(results: dict, out: str) -> None:
                 m, own = p["mean"]["basicsr_rgb"], p["mean"][OWN_PROTOCOL[method]]
                 gain = f"{m['psnr'] - noisy:+.2f}" if noisy is not None else ""
                 lines.append(f"| {LABELS[method]} | {p['minutes']:.1f} | {p['iteration']} | {m['psnr']:.2f} | "
-                             f"{m['ssim']:.4f} | {OWN_PROTOCOL[method]} | {own['psnr']:.2f} / {own['ssim']:.4f} | "
+                             f"{m['ssim']:.4f} | {OWN_PROTOCOL[method]} | {own['psnr']:.2f} / {fmt_ssim(own['ssim'])} | "
                              f"{gain} |")
         lines += [""]
         for method, r in res.get("methods", {}).items():
@@ -300,7 +313,8 @@ def main() -> int:
                 entry["baselines"] = run_baselines(set_name, root, args.work, protocols)
             for method in args.methods:
                 if method != "baselines":
-                    entry.setdefault("methods", {})[method] = run_method(method, set_name, root, args.work, protocols)
+                    methods = entry.setdefault("methods", {})
+                    methods[method] = run_method(method, set_name, root, args.work, protocols, methods)
                     with open(json_path, "w") as f:  # keep what is done if a later run fails
                         json.dump(results, f, indent=1)
             with open(json_path, "w") as f:
