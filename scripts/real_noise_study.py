@@ -192,17 +192,72 @@ def run_method(method: str, set_name: str, root: str, work: str, protocols, done
             "last": prev}
 
 
+# --------------------------------------------------------------------------- diagnosis (issue: size-dependent output)
+DIAGNOSIS_ITERS = 400
+DIAGNOSIS_MODES = {"whole image": (None, None, False), "tiles 128, cross-faded": (128, 64, True),
+                   "tiles 64 (the crop size), cross-faded": (64, 32, True)}
+
+
+def run_diagnosis(set_name: str, root: str, work: str) -> dict:
+    """The teacher of noisy_folder.yml on a short budget, uncentred (the official model) and centred,
+    each evaluated whole and in tiles: PSNR and the output's mean level minus the input's."""
+    import torch
+
+    from atbsn.inference import Denoiser, denoise
+    from atbsn.metrics import build_metric
+
+    proto = build_metric("basicsr_rgb")
+    out = {"iterations": DIAGNOSIS_ITERS, "commands": [], "rows": []}
+    for centering in ("none", "input_mean"):
+        run_name = f"diag_{set_name}_{centering}"
+        overrides = [f"name={run_name}", f"path.experiments_root={os.path.join(work, 'experiments')}",
+                     f"datasets.train.root={root}/noisy", f"model.centering={centering}",
+                     f"train.total_iter={DIAGNOSIS_ITERS}", f"train.scheduler.T_max={DIAGNOSIS_ITERS}",
+                     f"train.save_freq={DIAGNOSIS_ITERS}"]
+        cmd, seconds = train_stage("options/train/noisy_folder.yml", overrides, os.path.join(work, f"{run_name}.log"))
+        out["commands"].append(cmd)
+        den = Denoiser.from_checkpoint(os.path.join(work, "experiments", run_name, "checkpoints", "last.pth"), "cpu")
+        for mode, (tile, overlap, blend) in DIAGNOSIS_MODES.items():
+            psnrs, offsets = [], []
+            for name, noisy_path, clean_path in pairs(root):
+                noisy, clean = read_rgb(noisy_path), read_rgb(clean_path)
+                x = torch.from_numpy(np.ascontiguousarray(noisy.transpose(2, 0, 1)))[None].float()
+                pred = denoise(den.model, x, tile, overlap, blend)[0].numpy().transpose(1, 2, 0).astype(np.float64)
+                psnrs.append(proto(np.clip(pred, 0, 1), clean)["psnr"])
+                offsets.append(float((pred - noisy).mean() * 255))
+            row = {"centering": centering, "inference": mode, "psnr": float(np.mean(psnrs)),
+                   "mean_offset": float(np.mean(offsets)), "max_abs_offset": float(np.max(np.abs(offsets)))}
+            out["rows"].append(row)
+            print(f"diagnosis {set_name} centering={centering} {mode}: PSNR {row['psnr']:.2f} dB, output mean - input "
+                  f"mean {row['mean_offset']:+.1f} gray levels", flush=True)
+    return out
+
+
 # --------------------------------------------------------------------------- report
 def write_markdown(results: dict, out: str) -> None:
-    meta = results["meta"]
+    runs = results["runs"]
     lines = ["# Real noise: self-supervised methods vs classical denoisers", "",
-             f"Regenerate: `{meta['command']}` at revision {meta['revision']}, on {meta['machine']}.", "",
+             "Produced by " + "; then ".join(f"`{r['command']}` at revision {r['revision']}" for r in runs)
+             + f", on {runs[-1]['machine']}, nothing else running.", "",
              "Every learned method is trained on the **noisy images only** of the set it is scored on (as a user "
              "with a folder of noisy photos would); the clean images are used only to score. PSNR/SSIM are "
              "`basicsr_rgb` (RGB, no border crop, rounded to 8 bits) unless a column says otherwise; "
              "train-min are wall minutes of `train.py` on the idle 2-core CPU (no GPU), pro-rated per checkpoint, "
              "inference time not included.", ""]
     for set_name, res in results["sets"].items():
+        diag = res.get("diagnosis")
+        if diag:
+            noisy_psnr = res.get("baselines", {}).get("noisy", {}).get("mean", {}).get("basicsr_rgb", {}).get("psnr")
+            lines += [f"## Why short AT-BSN runs lost to the noisy input ({set_name})", "",
+                      f"The stage-1 teacher of `options/train/noisy_folder.yml` after {diag['iterations']} iterations "
+                      f"on 64-px crops, evaluated whole and in tiles"
+                      + (f" (noisy input {noisy_psnr:.2f} dB)" if noisy_psnr else "") + ":", "",
+                      "| centering | inference | PSNR | output mean - input mean (gray levels, 0-255) |",
+                      "|---|---|---:|---:|"]
+            for r in diag["rows"]:
+                lines.append(f"| {r['centering']} | {r['inference']} | {r['psnr']:.2f} | {r['mean_offset']:+.1f} "
+                             f"(max {r['max_abs_offset']:.1f}) |")
+            lines += ["", "Commands: " + " ; ".join(f"`{c}`" for c in diag["commands"]), ""]
         base = res.get("baselines", {})
         noisy = base.get("noisy", {}).get("mean", {}).get("basicsr_rgb", {}).get("psnr")
         lines += [f"## {set_name} (`{SETS.get(set_name, '')}`)", "",
@@ -286,7 +341,8 @@ def draw_figures(results: dict, out: str, work: str) -> None:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--sets", nargs="+", default=list(SETS), choices=list(SETS))
-    p.add_argument("--methods", nargs="+", default=["baselines", *METHODS], choices=["baselines", *METHODS])
+    p.add_argument("--methods", nargs="+", default=["baselines", *METHODS],
+                   choices=["baselines", "diagnosis", *METHODS])
     p.add_argument("--out", default="benchmarks/real_noise")
     p.add_argument("--work", default="results/real_noise_study")
     p.add_argument("--figures-only", action="store_true")
@@ -295,15 +351,18 @@ def main() -> int:
     os.makedirs(args.out, exist_ok=True)
     json_path = os.path.join(args.out, "results.json")
     results = json.load(open(json_path)) if os.path.exists(json_path) else {"sets": {}}
+    if "meta" in results:  # one run recorded the old way
+        results["runs"] = [results.pop("meta")]
     if not args.figures_only:
         import torch
 
         from atbsn.metrics import build_metric
 
         rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-        results["meta"] = {"command": "python scripts/real_noise_study.py " + " ".join(sys.argv[1:]),
-                           "revision": rev, "machine": f"{platform.machine()} CPU, {os.cpu_count()} cores, "
-                           f"torch {torch.__version__}, {torch.get_num_threads()} threads"}
+        results.setdefault("runs", []).append({
+            "command": "python scripts/real_noise_study.py " + " ".join(sys.argv[1:]), "revision": rev,
+            "machine": f"{platform.machine()} CPU, {os.cpu_count()} cores, torch {torch.__version__}, "
+                       f"{torch.get_num_threads()} threads"})
         names = sorted({"basicsr_rgb", *OWN_PROTOCOL.values()})
         protocols = [build_metric(n) for n in names]
         for set_name in args.sets:
@@ -311,8 +370,10 @@ def main() -> int:
             root = SETS[set_name]
             if "baselines" in args.methods:
                 entry["baselines"] = run_baselines(set_name, root, args.work, protocols)
+            if "diagnosis" in args.methods:
+                entry["diagnosis"] = run_diagnosis(set_name, root, args.work)
             for method in args.methods:
-                if method != "baselines":
+                if method not in ("baselines", "diagnosis"):
                     methods = entry.setdefault("methods", {})
                     methods[method] = run_method(method, set_name, root, args.work, protocols, methods)
                     with open(json_path, "w") as f:  # keep what is done if a later run fails

@@ -153,6 +153,17 @@ def test_bad_data_errors(tmp_path, image_folder):
                        "clean_root": str(image_folder / "clean")})
 
 
+def test_non_finite_pixels_are_rejected_at_read_time(tmp_path):
+    import cv2
+
+    img = np.full((20, 20, 3), 0.5, np.float32)
+    img[2:12, 2:12] = np.nan
+    path = str(tmp_path / "nan.tif")
+    assert cv2.imwrite(path, img)
+    with pytest.raises(DataError, match=r"nan.tif' has 300 non-finite sample\(s\)"):
+        read_image(path)
+
+
 @needs(os.path.join(DATA, "CC15"))
 def test_cc15_pairs_load_by_name():
     ds = build_dataset({"type": "PairedFolderDataset", "noisy_root": os.path.join(DATA, "CC15", "noisy"),

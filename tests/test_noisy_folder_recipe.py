@@ -78,12 +78,14 @@ def test_recipe_configs_chain_stage1_stage2_and_test():
 
 
 def _mixed_size_folder(folder):
+    """PNG and JPEG, sizes not multiples of 32, not square."""
     rng = np.random.RandomState(0)
-    for name, (h, w) in {"a": (70, 90), "b": (100, 77), "c": (65, 130)}.items():
+    sizes = {"a.png": (70, 90), "b.jpg": (100, 77), "c.png": (65, 130)}
+    for name, (h, w) in sizes.items():
         yy, xx = np.mgrid[0:h, 0:w]
         base = np.stack([np.sin(xx / 9), np.cos(yy / 7), np.sin((xx + yy) / 13)], -1) * 90 + 120
-        write_png(str(folder / f"{name}.png"), np.clip(base + rng.normal(0, 20, base.shape), 0, 255).astype(np.uint8))
-    return {"a": (70, 90), "b": (100, 77), "c": (65, 130)}
+        write_png(str(folder / name), np.clip(base + rng.normal(0, 20, base.shape), 0, 255).astype(np.uint8))
+    return {os.path.splitext(n)[0]: s for n, s in sizes.items()}
 
 
 def test_the_three_recipe_commands_on_a_mixed_size_folder(tmp_path):

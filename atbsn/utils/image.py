@@ -56,6 +56,9 @@ def read_image(path: str, channels: Optional[int] = 3, convert: bool = False) ->
         depth, scale = 16, 65535.0
     elif img.dtype in (np.float32, np.float64):
         depth, scale = 32, 1.0
+        bad = int(img.size - np.count_nonzero(np.isfinite(img)))
+        if bad:
+            raise DataError(f"image '{path}' has {bad} non-finite sample(s) (NaN or infinity); expected finite values")
     else:
         raise DataError(f"image '{path}' has unsupported sample type {img.dtype} (expected 8/16-bit or float)")
     if img.ndim == 2:
