@@ -94,19 +94,25 @@ def _valid(argv: List[str]) -> int:
     from .metrics import build_metric
     from .options import load_options
 
+    from .train.loop import RunLock, check_run_name
+
     opt = load_options(args.opt, args.set)
+    check_run_name(opt["name"])
     sets = opt["datasets"].get("val") or {}
     if not sets:
         raise OptionsError(f"{opt['_source']}: valid.py needs 'datasets.val' (one or more named sets)")
     dist = init_dist(args.launcher, opt["dist"]["backend"], opt["dist"]["timeout_s"], args.local_rank)
+    lock = None
     try:
+        if dist.is_main:
+            lock = RunLock(os.path.join(opt["path"]["results_root"], opt["name"]), "results folder")
         model = _load_for_eval(opt, dist.local_rank if dist.enabled else None)
         loaders = {name: build_eval_loader(cfg, f"datasets.val.{name}", dist.rank, dist.world_size)
                    for name, cfg in sets.items()}
         vcfg = opt["val"]
         out_dir = os.path.join(opt["path"]["results_root"], opt["name"])
         evaluator = Evaluator(loaders, [build_metric(m) for m in vcfg["metrics"]], vcfg["tile"]["size"],
-                              vcfg["tile"]["overlap"], vcfg["tile"]["blend"])
+                              vcfg["tile"]["overlap"], vcfg["tile"]["blend"], vcfg["tile"]["memory_limit_gb"])
         t0 = time.time()
         result = evaluator.run(model, os.path.join(out_dir, "images"), vcfg["save_images"],
                                progress=sys.stdout.isatty() and dist.is_main)
@@ -117,6 +123,8 @@ def _valid(argv: List[str]) -> int:
             print(f"{len(result['records'])} records in {time.time() - t0:.1f} s on {dist.world_size} process(es)")
             print(f"per-image metrics: {csv_path}\nsummary: {json_path}")
     finally:
+        if lock:
+            lock.release()
         cleanup()
     return 0
 
@@ -162,21 +170,42 @@ def _test(argv: List[str]) -> int:
     if not os.access(out_dir, os.W_OK):
         raise DataError(f"output folder '{out_dir}' is not writable")
 
+    outputs = planned_outputs(paths, out_dir, opt["test"]["suffix"])
     model = _load_for_eval(opt)
     channels = getattr(model.networks[model.inference_role], "in_channels", 3)
     tile = opt["val"]["tile"]
     bit_cfg = opt["test"]["bit_depth"]
     t0 = time.time()
-    for path in paths:
+    for path, out in zip(paths, outputs):
         img, depth = read_image(path, channels, convert)
-        pred = denoise(model, to_tensor(img)[None], tile["size"], tile["overlap"], tile["blend"])[0]
+        pred = denoise(model, to_tensor(img)[None], tile["size"], tile["overlap"], tile["blend"],
+                       tile["memory_limit_gb"])[0]
         bits = (16 if depth > 8 else 8) if bit_cfg == "same" else int(bit_cfg)
-        stem = os.path.splitext(os.path.basename(path))[0]
-        out = os.path.join(out_dir, f"{stem}{opt['test']['suffix']}.png")
         write_image(out, pred.numpy().transpose(1, 2, 0), bits)
         print(f"{path} -> {out}")
     print(f"denoised {len(paths)} image(s) in {time.time() - t0:.1f} s into {out_dir}")
     return 0
+
+
+def planned_outputs(paths: List[str], out_dir: str, suffix: str) -> List[str]:
+    """``<out_dir>/<stem><suffix>.png`` per input, refused before anything is written when two
+    inputs share a name (``a.png`` and ``a.tif``) or an output would replace an input."""
+    from .errors import DataError
+
+    outputs = [os.path.join(out_dir, f"{os.path.splitext(os.path.basename(p))[0]}{suffix}.png") for p in paths]
+    by_output: dict = {}
+    for p, o in zip(paths, outputs):
+        by_output.setdefault(os.path.realpath(o), []).append(p)
+    clashes = [v for v in by_output.values() if len(v) > 1]
+    if clashes:
+        raise DataError(f"inputs {', '.join(repr(p) for p in clashes[0])} would both be written to "
+                        f"'{outputs[paths.index(clashes[0][0])]}'; rename one of them")
+    inputs = {os.path.realpath(p) for p in paths}
+    for p, o in zip(paths, outputs):
+        if os.path.realpath(o) in inputs:
+            raise DataError(f"the output '{o}' would replace the input '{p}'; choose another --output folder "
+                            f"or set test.suffix (e.g. --set test.suffix=_denoised)")
+    return outputs
 
 
 SUBMISSION_DATASETS = ("SIDDBlocksDataset", "DNDDataset")
@@ -213,7 +242,8 @@ def _submission(opt: dict, test_cfg: dict, output: Optional[str], overwrite: boo
     for i in range(len(dataset)):
         item = dataset[i]
         t0 = time.perf_counter()
-        pred = denoise(model, item["noisy"][None], tile["size"], tile["overlap"], tile["blend"])[0].numpy().transpose(1, 2, 0)
+        pred = denoise(model, item["noisy"][None], tile["size"], tile["overlap"], tile["blend"],
+                       tile["memory_limit_gb"])[0].numpy().transpose(1, 2, 0)
         seconds += time.perf_counter() - t0
         pixels += pred.shape[0] * pred.shape[1]
         if is_sidd:

@@ -28,9 +28,10 @@ class Evaluator:
     """Evaluates a model on named loaders. Metrics of the noisy inputs are computed once and kept."""
 
     def __init__(self, loaders: Dict[str, torch.utils.data.DataLoader], protocols: List[MetricProtocol],
-                 tile: Optional[int] = None, overlap: Optional[int] = None, blend: bool = False):
+                 tile: Optional[int] = None, overlap: Optional[int] = None, blend: bool = False,
+                 memory_limit_gb: Optional[float] = None):
         self.loaders, self.protocols, self.tile, self.overlap = loaders, protocols, tile, overlap
-        self.blend = blend
+        self.blend, self.memory_limit_gb = blend, memory_limit_gb
         self._input_metrics: Dict[tuple, Dict[str, float]] = {}
 
     def run(self, model, image_dir: Optional[str] = None, save_images: int = 0, progress: bool = False) -> dict:
@@ -51,7 +52,7 @@ class Evaluator:
                 if "clean" not in batch:
                     raise DataError(f"validation set '{set_name}' has no clean images: use PairedFolderDataset "
                                     f"or SyntheticNoiseDataset")
-                pred = denoise(model, batch["noisy"], self.tile, self.overlap, self.blend)
+                pred = denoise(model, batch["noisy"], self.tile, self.overlap, self.blend, self.memory_limit_gb)
                 for b in range(pred.shape[0]):
                     name = batch["name"][b]
                     p, g, n = to_numpy(pred[b]), to_numpy(batch["clean"][b]), to_numpy(batch["noisy"][b])
@@ -59,10 +60,15 @@ class Evaluator:
                         write_image(os.path.join(image_dir, set_name, f"{name}.png"), p)
                     for proto in self.protocols:
                         key = (set_name, name, proto.name)
-                        if key not in self._input_metrics:
-                            self._input_metrics[key] = proto(n, g)
+                        try:
+                            if key not in self._input_metrics:
+                                self._input_metrics[key] = proto(n, g)
+                            scores = proto(p, g)
+                        except ValueError as err:  # e.g. an image smaller than the SSIM window
+                            raise DataError(f"validation set '{set_name}', image '{name}' ({g.shape[1]}x{g.shape[0]}"
+                                            f"): {proto.name}: {err}") from None
                         rec = {"_order": (set_order, idx), "dataset": set_name, "image": name, "protocol": proto.name}
-                        rec.update(proto(p, g))
+                        rec.update(scores)
                         rec.update({f"input_{k}": v for k, v in self._input_metrics[key].items()})
                         records.append(rec)
         records = gather_records(records)

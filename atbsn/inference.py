@@ -113,11 +113,71 @@ def tile_alignment(model: DenoisingModel) -> int:
     return int(getattr(net, "tile_alignment", getattr(net, "input_multiple", 1)))
 
 
+def activation_bytes_per_pixel(model: DenoisingModel) -> float:
+    """Bytes of every layer output per input pixel plus the largest conv's unfolded input, measured
+    once on a small probe: an upper bound on what an untiled pass holds at a time (measured peaks
+    at 12 MP: student A 16 GB RSS against 46 GB estimated; without gradients much is freed early)."""
+    cached = getattr(model, "_activation_bytes_per_pixel", None)
+    if cached is not None:
+        return cached
+    side = max(64, 2 * model.input_multiple())
+    total, workspace = 0, 0
+
+    def count(module, inputs, output):
+        nonlocal total, workspace
+        if isinstance(output, torch.Tensor) and not any(True for _ in module.children()):
+            total += output.numel() * output.element_size()
+            if isinstance(module, torch.nn.Conv2d):  # a CPU conv may unfold its input (im2col)
+                k = module.kernel_size[0] * module.kernel_size[1]
+                workspace = max(workspace, inputs[0].shape[1] * k * output[0, 0].numel() * output.element_size())
+
+    handles = [m.register_forward_hook(count) for net in model.networks.values() for m in net.modules()]
+    try:
+        channels = int(getattr(model.networks[model.inference_role], "in_channels", 3))
+        model.denoise(torch.rand(1, channels, side, side, device=model.device))
+    finally:
+        for h in handles:
+            h.remove()
+    model._activation_bytes_per_pixel = (total + workspace) / side**2
+    return model._activation_bytes_per_pixel
+
+
+def default_memory_limit_gb() -> float:
+    """Half of the memory available now (Linux ``MemAvailable``; 8 GB where that is unknown)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) / 2**20 / 2
+    except OSError:
+        pass
+    return 8.0
+
+
+def automatic_tile(model: DenoisingModel, h: int, w: int, limit_gb: Optional[float]) -> Optional[int]:
+    """A tile side when an untiled pass of an h x w image would need more than ``limit_gb``."""
+    need = activation_bytes_per_pixel(model) * h * w / 2**30
+    limit = default_memory_limit_gb() if limit_gb is None else limit_gb
+    if need <= limit:
+        return None
+    align = tile_alignment(model)
+    side = int((limit / 2 * 2**30 / activation_bytes_per_pixel(model)) ** 0.5) // align * align
+    side = max(side, 2 * default_overlap(model) + align, 128)
+    print(f"a {w}x{h} image needs about {need:.1f} GB untiled (val.tile.memory_limit_gb {limit:.1f}): "
+          f"denoising it in {side}-px tiles")
+    return side
+
+
 def denoise(model: DenoisingModel, noisy: torch.Tensor, tile: Optional[int] = None,
-            overlap: Optional[int] = None, blend: bool = False) -> torch.Tensor:
+            overlap: Optional[int] = None, blend: bool = False,
+            memory_limit_gb: Optional[float] = None) -> torch.Tensor:
     """[0,1] NCHW -> [0,1] NCHW (on the CPU), tiled above ``tile`` pixels per side; ``overlap``
     None picks :func:`default_overlap`; ``blend`` cross-fades full-size tiles
-    (:func:`denoise_blended`, overlap None: half the tile)."""
+    (:func:`denoise_blended`, overlap None: half the tile). Without ``tile``, an image that would
+    need more than ``memory_limit_gb`` (None: half the available memory) is tiled anyway."""
+    if not tile and max(noisy.shape[-2:]) > 256:
+        tile = automatic_tile(model, *noisy.shape[-2:], memory_limit_gb)
+        overlap = None
     x, stats = model.normalize(noisy)
     run = lambda t: model.denoise(t).cpu()  # noqa: E731
     if tile and blend:
@@ -163,8 +223,9 @@ class Denoiser:
     """
 
     def __init__(self, model: DenoisingModel, tile: Optional[int] = None, overlap: Optional[int] = None,
-                 blend: bool = False):
+                 blend: bool = False, memory_limit_gb: Optional[float] = None):
         self.model, self.tile, self.overlap, self.blend = model, tile, overlap, blend
+        self.memory_limit_gb = memory_limit_gb
         model.train(False)
 
     @classmethod
@@ -194,10 +255,10 @@ class Denoiser:
         model.to(resolve_device(device if device != "auto" else opt["device"]))
         configure_inference(model, opt)
         tile = opt["val"]["tile"]
-        return cls(model, tile["size"], tile["overlap"], tile["blend"])
+        return cls(model, tile["size"], tile["overlap"], tile["blend"], tile["memory_limit_gb"])
 
     def denoise_tensor(self, x: torch.Tensor) -> torch.Tensor:
-        return denoise(self.model, x, self.tile, self.overlap, self.blend)
+        return denoise(self.model, x, self.tile, self.overlap, self.blend, self.memory_limit_gb)
 
     def __call__(self, image):
         if isinstance(image, torch.Tensor):

@@ -154,6 +154,7 @@ SCHEMA: Dict[str, Any] = {
             "size": Opt(Optional[int], None),
             "overlap": Opt(Optional[int], None),  # None: twice the receptive radius (blend: half the tile)
             "blend": Opt(bool, False),  # cross-fade full-size tiles (for nets that know only their crop size)
+            "memory_limit_gb": Opt(Optional[float], None),  # untiled above this: tile anyway (None: RAM / 2)
         },
     },
     "test": {

@@ -248,7 +248,7 @@ def measure_full_resolution(args) -> dict:
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     tile = args.full_res_tile if args.worker == "fullres_tiled" else None
     t = time.perf_counter()
-    out = denoise(model, x, tile)
+    out = denoise(model, x, tile, memory_limit_gb=float("inf"))  # untiled means untiled here
     seconds = time.perf_counter() - t
     assert out.shape == x.shape
     return {"arch": args.full_res_arch, "tile": tile, "overlap": default_overlap(model) if tile else None,

@@ -166,7 +166,14 @@ def run_method(method: str, set_name: str, root: str, work: str, protocols, done
         run_name = f"study_{set_name}_{method}_s{i}"
         overrides = [f"name={run_name}", f"path.experiments_root={exp_root}", f"datasets.train.root={root}/noisy",
                      *[e.format(prev=prev) for e in extra]]
-        cmd, seconds = train_stage(options, overrides, os.path.join(work, f"{run_name}.log"))
+        timing = os.path.join(work, f"{run_name}.seconds")
+        if os.path.exists(timing):  # a finished stage of an interrupted study: its checkpoints and time
+            cmd = " ".join(["python", "train.py", "-opt", options, "--set", *overrides])
+            seconds = float(open(timing).read())
+        else:
+            cmd, seconds = train_stage(options, overrides, os.path.join(work, f"{run_name}.log"))
+            with open(timing, "w") as f:
+                f.write(f"{seconds:.1f}\n")
         print(f"{set_name} {method} stage {i}: {seconds / 60:.1f} min  ({cmd})", flush=True)
         commands.append(cmd)
         stage_seconds.append(seconds)
@@ -356,6 +363,7 @@ def main() -> int:
     if not args.figures_only:
         import torch
 
+        import atbsn.inference  # noqa: F401  (all of the package now, not half before and half after an edit)
         from atbsn.metrics import build_metric
 
         rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()

@@ -50,6 +50,16 @@ def restore_rng(state: Dict[str, Any]) -> None:
 
 
 # --------------------------------------------------------------------------- files
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by someone else
+        return True
+    return True
+
+
 def atomic_save(obj: Any, path: str) -> None:
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
@@ -60,6 +70,10 @@ def atomic_save(obj: Any, path: str) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except (OSError, RuntimeError) as err:  # disk full shows up as either (torch's zip writer)
+        reason = getattr(err, "strerror", None) or str(err).strip().splitlines()[0][:200]
+        kept = f"; the previous '{os.path.basename(path)}' is kept" if os.path.exists(path) else ""
+        raise CheckpointError(f"cannot write checkpoint '{path}': {reason}{kept}") from None
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
@@ -123,8 +137,19 @@ class CheckpointManager:
         for _, p in self.periodic()[: -self.keep] if self.keep > 0 else []:
             os.remove(p)
 
+    def remove_stale_temporaries(self) -> List[str]:
+        """``*.tmp.<pid>`` left by a write that was killed, when that process is gone."""
+        removed = []
+        for p in glob.glob(self.path("*.tmp.*")):
+            pid = p.rsplit(".", 1)[-1]
+            if pid.isdigit() and not pid_alive(int(pid)):
+                os.remove(p)
+                removed.append(p)
+        return removed
+
     def newest_valid(self) -> Optional[Tuple[str, Dict[str, Any]]]:
-        """The newest checkpoint that loads; damaged ones are reported and skipped."""
+        """The newest checkpoint that loads; damaged ones are reported and skipped. If there are
+        checkpoints and none loads, that is an error: starting over would silently lose the run."""
         candidates = [self.path("last.pth")] + [p for _, p in reversed(self.periodic())]
         loaded = []
         for p in candidates:
@@ -138,6 +163,10 @@ class CheckpointManager:
                 log.warning("skipping damaged checkpoint: %s", err)
                 continue
             loaded.append((state["iteration"], p, state))
+        present = [p for p in candidates if os.path.exists(p)]
+        if not loaded and present:
+            raise CheckpointError(f"auto_resume: none of the {len(present)} checkpoint(s) in '{self.folder}' can be "
+                                  f"read (see the warnings above); move them away to start from scratch")
         if not loaded:
             return None
         _, p, state = max(loaded, key=lambda t: t[0])

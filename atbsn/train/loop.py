@@ -38,23 +38,64 @@ def git_revision() -> str:
     return rev.stdout.strip() + (" (with uncommitted changes)" if dirty.stdout.strip() else "")
 
 
+def check_run_name(name: str, key: str = "name") -> str:
+    """A run name is one folder name: it must not climb out of (or into) other folders."""
+    if not name or name in (".", "..") or any(c in name for c in ("/", "\\", "\0")):
+        raise OptionsError(f"{key} {name!r} must be a single folder name (no '/', '\\', '..' or NUL), "
+                           f"e.g. 'atbsn_sidd'")
+    return name
+
+
+class RunLock:
+    """An exclusive ``fcntl.flock`` on ``<folder>/.lock`` for this process's life: two runs of one
+    name would mix their logs and checkpoints."""
+
+    def __init__(self, folder: str, what: str):
+        import fcntl
+
+        os.makedirs(folder, exist_ok=True)
+        self.path = os.path.join(folder, ".lock")
+        self.file = open(self.path, "a+")
+        try:
+            fcntl.flock(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self.file.seek(0)
+            holder = self.file.read().strip() or "unknown"
+            self.file.close()
+            raise OptionsError(f"{what} '{folder}' is in use by another process (PID {holder}); wait for it to "
+                               f"finish or choose another name") from None
+        self.file.seek(0)
+        self.file.truncate()
+        self.file.write(str(os.getpid()))
+        self.file.flush()
+
+    def release(self) -> None:
+        if not self.file.closed:
+            self.file.close()
+
+
 class Experiment:
     """``<experiments_root>/<name>/``: options, command, revision, log, TensorBoard, checkpoints, images."""
 
     def __init__(self, opt: dict, resume: bool, is_main: bool):
+        check_run_name(opt["name"])
         self.root = os.path.join(opt["path"]["experiments_root"], opt["name"])
         self.checkpoints = os.path.join(self.root, "checkpoints")
         self.visualization = os.path.join(self.root, "visualization")
         self.tb = os.path.join(self.root, "tb")
         self.log_file = os.path.join(self.root, "train.log")
         self.archived: Optional[str] = None
+        self.lock: Optional[RunLock] = None
         if not is_main:
             return
-        if os.path.isdir(self.root) and not resume:
-            # A new run never overwrites an old one: the old folder is renamed, not deleted.
-            self.archived = f"{self.root}_archived_{time.strftime('%Y%m%d_%H%M%S')}"
-            os.rename(self.root, self.archived)
         try:
+            if os.path.isdir(self.root) and not resume:
+                # A new run never overwrites an old one: the old folder is renamed, not deleted,
+                # unless another process is still writing it.
+                RunLock(self.root, "run folder").release()
+                self.archived = f"{self.root}_archived_{time.strftime('%Y%m%d_%H%M%S')}"
+                os.rename(self.root, self.archived)
+            self.lock = RunLock(self.root, "run folder")
             os.makedirs(self.checkpoints, exist_ok=True)
         except OSError as err:
             raise OptionsError(f"cannot create experiment folder '{self.root}': {err.strerror}") from None
@@ -77,10 +118,7 @@ class Trainer:
                            ("train.optimizer", tcfg["optimizer"])):
             if value is None:
                 raise OptionsError(f"{src}: training needs '{key}'")
-        self.exp = Experiment(opt, auto_resume, dist.is_main)
-        self.log = get_logger(self.exp.log_file, dist.rank)
-        if self.exp.archived:
-            self.log.info("previous run folder kept as %s", self.exp.archived)
+        check_run_name(opt["name"])
         self.device = resolve_device(opt["device"])
         if self.device.type == "cuda" and dist.enabled:
             self.device = torch.device("cuda", torch.cuda.current_device())
@@ -114,10 +152,18 @@ class Trainer:
             {name: build_eval_loader(cfg, f"datasets.val.{name}", dist.rank, dist.world_size)
              for name, cfg in val_sets.items()},
             [build_metric(m) for m in vcfg["metrics"]], vcfg["tile"]["size"], vcfg["tile"]["overlap"],
-            vcfg["tile"]["blend"],
+            vcfg["tile"]["blend"], vcfg["tile"]["memory_limit_gb"],
         ) if val_sets else None
 
+        # Only now, with options, weights and data checked, is the run folder touched.
+        self.exp = Experiment(opt, auto_resume, dist.is_main)
+        self.log = get_logger(self.exp.log_file, dist.rank)
+        if self.exp.archived:
+            self.log.info("previous run folder kept as %s", self.exp.archived)
         self.ckpt = CheckpointManager(self.exp.checkpoints, tcfg["keep_checkpoints"])
+        if dist.is_main:
+            for p in self.ckpt.remove_stale_temporaries():
+                self.log.info("removed %s, left by an interrupted write", p)
         self.iteration, self.epoch, self.batch_in_epoch = 0, 0, 0
         self.best: Optional[float] = None
         self.last_summary: Optional[dict] = None
