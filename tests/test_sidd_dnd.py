@@ -254,3 +254,14 @@ def test_truncated_dnd_file_is_a_clear_error(tmp_path):
     ds = build_dataset({"type": "DNDDataset", "root": str(tmp_path), "images": [1]})
     with pytest.raises(DataError, match="cannot read DND image .*0001.mat"):
         ds[0]
+
+
+def test_non_finite_dnd_pixels_are_a_clear_error(tmp_path):
+    from atbsn.data.dnd import read_dnd_image
+
+    os.makedirs(tmp_path / "images_srgb")
+    img = np.full((40, 48, 3), 0.5, np.float32)
+    img[:2, :3] = np.nan
+    write_v73(str(tmp_path / "images_srgb" / "0001.mat"), {"InoisySRGB": img})
+    with pytest.raises(DataError, match="0001.mat' InoisySRGB has 18 non-finite value"):
+        read_dnd_image(str(tmp_path / "images_srgb" / "0001.mat"))

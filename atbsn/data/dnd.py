@@ -54,6 +54,9 @@ def read_dnd_image(path: str) -> np.ndarray:
     img = _read_h5(path, "DND image", read)
     if img.ndim != 3 or img.shape[2] != 3:
         raise DataError(f"'{path}' InoisySRGB has shape {img.shape} after transposing, expected HxWx3")
+    bad = int(img.size - np.count_nonzero(np.isfinite(img)))
+    if bad:
+        raise DataError(f"'{path}' InoisySRGB has {bad} non-finite value(s) (NaN or infinity)")
     return img
 
 
