@@ -250,7 +250,17 @@ def write_markdown(results: dict, out: str) -> None:
              "with a folder of noisy photos would); the clean images are used only to score. PSNR/SSIM are "
              "`basicsr_rgb` (RGB, no border crop, rounded to 8 bits) unless a column says otherwise; "
              "train-min are wall minutes of `train.py` on the idle 2-core CPU (no GPU), pro-rated per checkpoint, "
-             "inference time not included.", ""]
+             "inference time not included.", "",
+             "Reading the tables:",
+             "- The recipe a user runs (`options/train/noisy_folder.yml`, then `noisy_folder_distill.yml`, then "
+             "`options/test/noisy_folder.yml`) is the *AT-BSN distilled student* row at its last iteration; its "
+             "train-min include the teacher's.",
+             "- BM3D gets its sigma from `skimage.restoration.estimate_sigma` (wavelet MAD of the finest scale), "
+             "as a user would call it; that sees only the finest-scale part of spatially correlated sRGB noise, so "
+             "BM3D under-denoises SIDD.",
+             "- Budgets are CPU-sized and far from the papers' (C-BSN here: width 32, 1,200 iterations; official: "
+             "width 128, 500k). Neighbor2Neighbor and D-BSN assume noise independent between neighbouring pixels, "
+             "which sRGB camera noise is not: they learn to keep part of it.", ""]
     for set_name, res in results["sets"].items():
         diag = res.get("diagnosis")
         if diag:

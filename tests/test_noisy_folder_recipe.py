@@ -107,7 +107,8 @@ def test_the_three_recipe_commands_on_a_mixed_size_folder(tmp_path):
 @pytest.mark.slow
 @needs(os.path.join(DATA, "CC15"))
 def test_recipe_beats_the_noisy_input_on_cc15_images(tmp_path):
-    """End to end on 4 CC15 images with a reduced budget; PSNR against the clean means."""
+    """End to end on 4 CC15 images (mild DSLR noise, the harder case) with 600 + 300 iterations
+    instead of 1,600 + 1,000 (about 8 minutes on 2 cores); PSNR against the clean means."""
     import shutil
 
     from atbsn.metrics import build_metric
@@ -116,8 +117,8 @@ def test_recipe_beats_the_noisy_input_on_cc15_images(tmp_path):
     (tmp_path / "photos").mkdir()
     for n in names:
         shutil.copy(os.path.join(DATA, "CC15", "noisy", f"{n}.png"), tmp_path / "photos")
-    budget = ["train.total_iter=300", "train.scheduler.T_max=300", "logger.use_tensorboard=false"]
-    for opts, extra in ((TRAIN, []), (DISTILL, ["train.total_iter=200", "train.scheduler.T_max=200"])):
+    budget = ["train.total_iter=600", "train.scheduler.T_max=600", "logger.use_tensorboard=false"]
+    for opts, extra in ((TRAIN, []), (DISTILL, ["train.total_iter=300", "train.scheduler.T_max=300"])):
         code, out, err = run_cli("train.py", "-opt", opts, "--set", "datasets.train.root=photos", *budget, *extra,
                                  cwd=tmp_path)
         assert code == 0, err
