@@ -261,6 +261,7 @@ def write_markdown(results: dict, out: str) -> None:
              "- Budgets are CPU-sized and far from the papers' (C-BSN here: width 32, 1,200 iterations; official: "
              "width 128, 500k). Neighbor2Neighbor and D-BSN assume noise independent between neighbouring pixels, "
              "which sRGB camera noise is not: they learn to keep part of it.", ""]
+    lines += [f"- {r}" for r in results.get("remarks", [])] + ([""] if results.get("remarks") else [])
     for set_name, res in results["sets"].items():
         diag = res.get("diagnosis")
         if diag:
@@ -291,6 +292,10 @@ def write_markdown(results: dict, out: str) -> None:
                 lines.append(f"| {LABELS[method]} | {p['minutes']:.1f} | {p['iteration']} | {m['psnr']:.2f} | "
                              f"{m['ssim']:.4f} | {OWN_PROTOCOL[method]} | {own['psnr']:.2f} / {fmt_ssim(own['ssim'])} | "
                              f"{gain} |")
+        missing = [m for m in METHODS if m not in res.get("methods", {})]
+        if missing:
+            lines += ["", f"Not run on {set_name} yet: {', '.join(LABELS[m] for m in missing)} "
+                      f"(`python scripts/real_noise_study.py --sets {set_name} --methods {' '.join(missing)}`)."]
         lines += [""]
         for method, r in res.get("methods", {}).items():
             lines += [f"- {LABELS[method]}: " + " && ".join(f"`{c}`" for c in r["commands"])]

@@ -102,6 +102,11 @@ def test_the_three_recipe_commands_on_a_mixed_size_folder(tmp_path):
     for name, size in sizes.items():
         img, depth = read_image(str(tmp_path / "out" / f"{name}.png"))
         assert img.shape[:2] == size and depth == 8
+    # valid.py as the README shows it, with the photos standing in as their own references
+    code, out, err = run_cli("valid.py", "-opt", TEST, "--set", "datasets.val.mine.noisy_root=photos",
+                             "datasets.val.mine.clean_root=photos", cwd=tmp_path)
+    assert code == 0, err
+    assert "mine [basicsr_rgb, 3 images]" in out
 
 
 @pytest.mark.slow
