@@ -7,10 +7,13 @@
 from __future__ import annotations
 
 import os
+import weakref
 from typing import Callable, Dict, List, Optional, Union
 
 import numpy as np
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
 
 from .errors import CheckpointError, OptionsError
 from .models import DenoisingModel, build_model
@@ -113,38 +116,29 @@ def tile_alignment(model: DenoisingModel) -> int:
     return int(getattr(net, "tile_alignment", getattr(net, "input_multiple", 1)))
 
 
-class _PeakLiveBytes:
-    """Peak bytes of the tensor storages alive at once among those created while active (a torch
-    dispatch mode: every op's outputs are counted until the tensor is freed)."""
+class _PeakLiveBytes(TorchDispatchMode):
+    """Peak bytes of the tensor storages alive at once among those created while active: every op's
+    outputs are counted until the tensor is freed."""
 
-    def __new__(cls):
-        from torch.utils._python_dispatch import TorchDispatchMode
-        from torch.utils._pytree import tree_flatten
+    def __init__(self):
+        super().__init__()
+        self.live: Dict[int, int] = {}
+        self.current = self.peak = 0
 
-        class Mode(TorchDispatchMode):
-            def __init__(self):
-                super().__init__()
-                self.live: Dict[int, int] = {}
-                self.current = self.peak = 0
+    def _free(self, key: int) -> None:
+        self.current -= self.live.pop(key, 0)
 
-            def _free(self, key: int) -> None:
-                self.current -= self.live.pop(key, 0)
-
-            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-                import weakref
-
-                out = func(*args, **(kwargs or {}))
-                for t in tree_flatten(out)[0]:
-                    if isinstance(t, torch.Tensor):
-                        key = t.untyped_storage().data_ptr()
-                        if key and key not in self.live:
-                            self.live[key] = t.untyped_storage().nbytes()
-                            self.current += self.live[key]
-                            weakref.finalize(t, self._free, key)
-                self.peak = max(self.peak, self.current)
-                return out
-
-        return Mode()
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in tree_flatten(out)[0]:
+            if isinstance(t, torch.Tensor):
+                key = t.untyped_storage().data_ptr()
+                if key and key not in self.live:
+                    self.live[key] = t.untyped_storage().nbytes()
+                    self.current += self.live[key]
+                    weakref.finalize(t, self._free, key)
+        self.peak = max(self.peak, self.current)
+        return out
 
 
 # Measured peak RSS over this estimate's live bytes, 12-MP and 1-MP images on CPU: student A 16.0 GB
@@ -181,12 +175,13 @@ def default_memory_limit_gb() -> float:
 
 def automatic_tile(model: DenoisingModel, h: int, w: int, limit_gb: Optional[float]) -> Optional[int]:
     """A tile side when an untiled pass of an h x w image would need more than ``limit_gb``."""
-    need = activation_bytes_per_pixel(model) * h * w / 2**30
+    per_pixel = activation_bytes_per_pixel(model)
+    need = per_pixel * h * w / 2**30
     limit = default_memory_limit_gb() if limit_gb is None else limit_gb
     if need <= limit:
         return None
     align = tile_alignment(model)
-    side = int((limit / 2 * 2**30 / activation_bytes_per_pixel(model)) ** 0.5) // align * align
+    side = int((limit / 2 * 2**30 / per_pixel) ** 0.5) // align * align
     side = max(side, 2 * default_overlap(model) + align, 128)
     print(f"a {w}x{h} image needs about {need:.1f} GB untiled (val.tile.memory_limit_gb {limit:.1f}): "
           f"denoising it in {side}-px tiles")

@@ -78,7 +78,6 @@ class Experiment:
     """``<experiments_root>/<name>/``: options, command, revision, log, TensorBoard, checkpoints, images."""
 
     def __init__(self, opt: dict, resume: bool, is_main: bool):
-        check_run_name(opt["name"])
         self.root = os.path.join(opt["path"]["experiments_root"], opt["name"])
         self.checkpoints = os.path.join(self.root, "checkpoints")
         self.visualization = os.path.join(self.root, "visualization")
