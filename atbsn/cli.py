@@ -11,8 +11,10 @@ from typing import Callable, List, Optional
 from .errors import UserError, user_message
 
 
-def _parser(prog: str, description: str) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=prog, description=description)
+def _parser(script: str, description: str) -> argparse.ArgumentParser:
+    """``script`` (train.py, ...) names usage lines unless a console script (atbsn-train) was run."""
+    typed = os.path.basename(sys.argv[0] or "")
+    p = argparse.ArgumentParser(prog=typed if typed.startswith("atbsn-") else script, description=description)
     p.add_argument("-opt", "--opt", required=True, metavar="FILE.yml", help="options file")
     p.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
                    help="dotted overrides, values parsed as YAML scalars, e.g. train.total_iter=2000")
@@ -69,7 +71,7 @@ def _load_for_eval(opt: dict, local_rank=None):
         raise OptionsError(f"{opt['_source']}: set 'path.pretrain_network' to the weights to evaluate "
                            f"(a checkpoint of train.py or an official .pth)")
     model = build_model(opt)
-    load_pretrained(model, opt["path"]["pretrain_network"], opt["path"]["strict_load"])
+    load_pretrained(model, opt["path"]["pretrain_network"], opt["path"]["strict_load"], opt["networks"])
     device = resolve_device(opt["device"])
     if device.type == "cuda" and local_rank is not None:
         device = torch.device("cuda", local_rank % torch.cuda.device_count())

@@ -218,16 +218,49 @@ def resolve_device(name: str) -> torch.device:
     return dev
 
 
-def load_pretrained(model: DenoisingModel, spec: Union[None, str, Dict[str, str]], strict: bool = True) -> None:
-    """``path.pretrain_network``: one path for the inference network, or ``{role: path}``."""
+def load_pretrained(model: DenoisingModel, spec: Union[None, str, Dict[str, str]], strict: bool = True,
+                    networks_options: Optional[Dict[str, dict]] = None) -> None:
+    """``path.pretrain_network``: one path for the inference network, or ``{role: path}``.
+
+    ``networks_options`` (the config's ``networks``) lets a checkpoint that does not fit be explained
+    by the option that differs, when the checkpoint carries the options it was trained with."""
     if not spec:
         return
     items = {model.inference_role: spec} if isinstance(spec, str) else dict(spec)
     for role, path in items.items():
         if role not in model.networks:
             raise OptionsError(f"path.pretrain_network: unknown network '{role}' (model has {sorted(model.networks)})")
-        sd = extract_state_dict(load_file(path), role, path)
-        load_network(model.networks[role], sd, strict, path)
+        state = load_file(path)
+        sd = extract_state_dict(state, role, path)
+        try:
+            load_network(model.networks[role], sd, strict, path)
+        except CheckpointError:
+            differing = option_differences(state, role, (networks_options or {}).get(role))
+            if differing:
+                raise CheckpointError(f"'{path}' was trained with other options for networks.{role}: "
+                                      f"{'; '.join(differing)} (make the config match, or point "
+                                      f"path.pretrain_network at a checkpoint of this network)") from None
+            raise
+
+
+def option_differences(state: dict, role: str, config: Optional[dict]) -> List[str]:
+    """``networks.<role>.<key>: checkpoint A, config B`` for each arch option that differs, from the
+    options a training checkpoint embeds (constructor defaults fill keys either side leaves out)."""
+    trained = ((state.get("options") or {}).get("networks") or {}) if isinstance(state, dict) else {}
+    if role not in trained and len(trained) == 1:  # e.g. a stage-1 'net' loaded as the teacher
+        trained = {role: next(iter(trained.values()))}
+    if not config or not isinstance(trained.get(role), dict):
+        return []
+    theirs = trained[role]
+    if theirs.get("type") != config.get("type"):
+        return [f"networks.{role}.type: checkpoint {theirs.get('type')}, config {config.get('type')}"]
+    from .archs import ARCH_REGISTRY
+    from .registry import signature_params
+
+    defaults = {n: p.default for n, p in signature_params(ARCH_REGISTRY.get(config["type"])).items()}
+    keys = sorted((set(theirs) | set(config)) - {"type"})
+    return [f"networks.{role}.{k}: checkpoint {theirs.get(k, defaults.get(k))}, config {config.get(k, defaults.get(k))}"
+            for k in keys if theirs.get(k, defaults.get(k)) != config.get(k, defaults.get(k))]
 
 
 def configure_inference(model: DenoisingModel, opt: dict) -> None:
@@ -271,7 +304,7 @@ class Denoiser:
     @classmethod
     def _from_opt(cls, opt: dict, device: str):
         model = build_model(opt)
-        load_pretrained(model, opt["path"]["pretrain_network"], opt["path"]["strict_load"])
+        load_pretrained(model, opt["path"]["pretrain_network"], opt["path"]["strict_load"], opt["networks"])
         model.to(resolve_device(device if device != "auto" else opt["device"]))
         configure_inference(model, opt)
         tile = opt["val"]["tile"]

@@ -81,6 +81,25 @@ def check_type(value: Any, tp: Any, where: str) -> None:
         raise OptionsError(f"'{where}' must be {type_name(tp)}, got {value!r} ({type(value).__name__})")
 
 
+# An option counted in iterations that may also be written as a fraction of the run.
+Period = Union[int, float]
+
+
+def iterations(value: Period, total_iter: int, where: str) -> int:
+    """An int is a number of iterations; a float in (0, 1] is that fraction of ``total_iter``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise OptionsError(f"'{where}' must be an integer (iterations) or a float in (0, 1] (a fraction of "
+                           f"train.total_iter), got {value!r}")
+    if isinstance(value, int):
+        if value < 0:
+            raise OptionsError(f"'{where}' must be >= 0 iterations, got {value}")
+        return value
+    if not 0.0 < value <= 1.0:
+        raise OptionsError(f"'{where}' = {value}: a float is a fraction of train.total_iter and must lie in (0, 1]; "
+                           f"write an integer for a number of iterations")
+    return max(1, round(value * total_iter))
+
+
 # --------------------------------------------------------------------------- schema
 
 
@@ -199,7 +218,7 @@ def _registry(kind: str):
 
 
 # Arguments the framework itself passes when it builds each kind (not user options).
-SUPPLIED = {"model": ("networks",), "optimizer": ("params",), "scheduler": ("optimizer",)}
+SUPPLIED = {"model": ("networks",), "optimizer": ("params",), "scheduler": ("optimizer", "total_iter")}
 
 
 def _unknown(where: str, key: str, valid: List[str]) -> OptionsError:
@@ -371,8 +390,23 @@ def validate(opt: Dict[str, Any], source: str = "<options>") -> Dict[str, Any]:
 
 def load_options(path: str, overrides: Optional[List[str]] = None) -> Dict[str, Any]:
     """Load, merge ``_base_``, apply ``--set`` overrides and validate."""
-    raw = apply_overrides(load_yaml(path), overrides or [])
-    opt = validate(raw, source=path)
+    own = load_yaml(path)
+    raw = apply_overrides(own, overrides or [])
+    try:
+        opt = validate(raw, source=path)
+    except OptionsError as merged:
+        if not overrides:
+            raise
+        try:  # the file alone validates or fails differently: the fault is in --set
+            validate(own, source=path)
+            blame = True
+        except OptionsError as alone:
+            blame = str(alone) != str(merged)
+        if not blame:
+            raise
+        inner = str(merged)[len(path) + 2:]
+        named = [o for o in overrides if o.split("=", 1)[0].strip() in inner] or overrides
+        raise OptionsError(f"--set {' '.join(named)}: {inner}") from None
     opt["_source"] = os.path.abspath(path)
     return opt
 

@@ -1,12 +1,14 @@
 #!/usr/bin/env python
 """Per-architecture cost: parameters, MACs per pixel, inference and training-step time, peak memory.
 
-    python scripts/benchmark.py                       # every registered arch, CPU (CUDA if present)
+    python scripts/benchmark.py                       # quick: 4 archs, 3 runs (about a minute on 2 cores)
+    python scripts/benchmark.py --all --out benchmarks # every arch + method steps: the committed numbers
     python scripts/benchmark.py --archs N2NUNet --size 512 --device cuda --runs 20
 
 Each arch is measured in its own subprocess so that peak memory (CUDA: max allocated; CPU: peak
-RSS growth) is its own. Times are the median of ``--runs`` runs after ``--warmup`` runs, on the
-same random inputs. Writes JSON and a markdown table (default: benchmarks/).
+RSS growth) is its own, with one progress line per measurement. Times are the median of ``--runs``
+runs after ``--warmup`` runs, on the same random inputs. Writes JSON and a markdown table into
+``results/benchmark/`` (``--out`` elsewhere; the committed numbers live in ``benchmarks/``).
 """
 from __future__ import annotations
 
@@ -21,6 +23,8 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+
+QUICK_ARCHS = ("N2NUNet", "ATBSN", "ATBSNStudentA", "ATBSNStudentC")  # the default run: a minute or so on 2 cores
 
 
 def _sync(device):
@@ -258,19 +262,23 @@ def measure_full_resolution(args) -> dict:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--archs", nargs="*", help="registered arch names (default: all)")
+    p.add_argument("--archs", nargs="*", help=f"registered arch names (default: {' '.join(QUICK_ARCHS)}; --all: every one)")
+    p.add_argument("--all", action="store_true", help="every registered arch and every method step")
+    p.add_argument("--method-steps", action="store_true",
+                   help="also time the method training steps of the chosen archs (AT-BSN teacher/distillation, ...)")
     p.add_argument("--device", default="auto")
     p.add_argument("--size", type=int, default=256, help="inference input side")
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--train-size", type=int, default=128)
     p.add_argument("--train-batch", type=int, default=4)
-    p.add_argument("--runs", type=int, default=5)
-    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--runs", type=int, default=3)
+    p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    p.add_argument("--out", default=os.path.join(ROOT, "benchmarks"), help="folder for results.json / results.md")
+    p.add_argument("--out", default=os.path.join("results", "benchmark"), help="folder for results.json / results.md "
+                   "(default: results/benchmark; the committed numbers are in benchmarks/)")
     p.add_argument("--distill-batch", type=int, default=8, help="AT-BSN distillation step batch (official: 8)")
     p.add_argument("--distill-size", type=int, default=128, help="AT-BSN distillation crop (official: 128)")
-    p.add_argument("--no-method-steps", action="store_true", help="skip the AT-BSN teacher/distillation rows")
+    p.add_argument("--no-method-steps", action="store_true", help="with --all: skip the method training steps")
     p.add_argument("--full-res", action="store_true", help="also measure 12-MP (4000x3000) inference memory")
     p.add_argument("--full-res-arch", default="ATBSNStudentA")
     p.add_argument("--full-res-tile", type=int, default=512)
@@ -296,14 +304,29 @@ def main() -> int:
     from atbsn.archs import ARCH_REGISTRY
     from atbsn.inference import resolve_device
 
-    archs = args.archs or ARCH_REGISTRY.names()
+    archs = args.archs or (ARCH_REGISTRY.names() if args.all else list(QUICK_ARCHS))
+    with_steps = (args.all or args.method_steps or args.methods is not None) and not args.no_method_steps
     device = resolve_device(args.device)
     machine = {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
         "torch": torch.__version__, "threads": torch.get_num_threads(), "python": platform.python_version(),
         "conv3x3_gflops": round(conv_throughput(device, args.runs, args.warmup), 2),
     }
+    planned = [*archs]
+    if with_steps and "ATBSN" in archs:
+        planned += ["teacher", "distill"]
+    if with_steps:
+        chosen = args.methods if args.methods is not None else [
+            m for m, spec in METHOD_STEPS.items() if spec[1]["networks"]["net"]["type"] in archs]
+        planned += [f"method_{m}" for m in chosen]
+    if args.full_res:
+        planned += ["fullres_tiled", "fullres_untiled"]
+    print(f"{len(planned)} measurements on {machine['device']} ({machine['threads']} threads), median of {args.runs} "
+          f"after {args.warmup} warm-up; 3x3 conv {machine['conv3x3_gflops']} GFLOP/s", flush=True)
+
     def worker(name):
+        t0 = time.perf_counter()
+        print(f"[{planned.index(name) + 1}/{len(planned)}] {name} ...", end=" ", flush=True)
         cmd = [sys.executable, os.path.abspath(__file__), "--worker", name, "--device", args.device,
                "--size", str(args.size), "--batch", str(args.batch), "--train-size", str(args.train_size),
                "--train-batch", str(args.train_batch), "--runs", str(args.runs), "--warmup", str(args.warmup),
@@ -317,16 +340,15 @@ def main() -> int:
         out = subprocess.run(cmd, capture_output=True, text=True)
         if out.returncode != 0:
             sys.exit(f"{name}: failed\n{out.stderr}")
+        print(f"{time.perf_counter() - t0:.1f} s", flush=True)
         return json.loads(out.stdout.strip().splitlines()[-1])
 
     rows = [worker(arch) for arch in archs]
     method_steps = {}
-    if not args.no_method_steps and (not args.archs or "ATBSN" in args.archs):
+    if "teacher" in planned:
         method_steps = {"atbsn_teacher": worker("teacher"), "atbsn_distillation": worker("distill")}
-    if not args.no_method_steps:
-        chosen = args.methods if args.methods is not None else [
-            m for m, spec in METHOD_STEPS.items() if spec[1]["networks"]["net"]["type"] in archs]
-        method_steps["method_steps"] = [worker(f"method_{m}") for m in chosen]
+    if with_steps:
+        method_steps["method_steps"] = [worker(n) for n in planned if n.startswith("method_")]
     if args.full_res:
         method_steps["full_resolution"] = [worker("fullres_tiled"), worker("fullres_untiled")]
     os.makedirs(args.out, exist_ok=True)

@@ -4,6 +4,7 @@ import os
 
 import numpy as np
 import pytest
+import torch
 import yaml
 
 from atbsn.utils.image import read_image
@@ -131,3 +132,48 @@ def test_import_is_light():
     p = subprocess.run([sys.executable, "-c", "import sys, atbsn; print('torch' in sys.modules)"], cwd=ROOT,
                        capture_output=True, text=True)
     assert p.stdout.strip() == "False"
+
+
+def test_a_checkpoint_of_other_widths_names_the_option_that_differs(tmp_path):
+    from atbsn.archs import N2NUNet
+    from atbsn.errors import CheckpointError
+    from atbsn.inference import load_pretrained
+    from atbsn.models import build_model
+    from atbsn.options import load_options
+
+    opt = load_options(os.path.join(ROOT, "options", "test", "quickstart.yml"), ["networks.net.n_feature=48"])
+    trained = {"type": "N2NUNet", "n_feature": 32, "init_scale": 1.0}
+    torch.save({"networks": {"net": N2NUNet(n_feature=32).state_dict()}, "options": {"networks": {"net": trained}}},
+               tmp_path / "last.pth")
+    model = build_model(opt)
+    with pytest.raises(CheckpointError) as err:
+        load_pretrained(model, str(tmp_path / "last.pth"), True, opt["networks"])
+    msg = str(err.value)
+    assert "networks.net.n_feature: checkpoint 32, config 48" in msg and "shape" not in msg
+    assert msg.count("networks.net.") == 1  # init_scale agrees, the defaults fill in_channels/out_channels
+
+
+def test_a_set_typo_is_reported_against_set_not_the_file():
+    from atbsn.errors import OptionsError
+    from atbsn.options import load_options
+
+    path = os.path.join(ROOT, "options", "train", "quickstart.yml")
+    with pytest.raises(OptionsError) as err:
+        load_options(path, ["train.total_iter=10", "train.total_itr=5"])
+    assert str(err.value).startswith("--set train.total_itr=5: unknown key 'train.total_itr'; did you mean 'total_iter'")
+    with pytest.raises(OptionsError) as err:  # a fault of the file itself still names the file
+        load_options(os.path.join(ROOT, "tests", "data", "missing.yml"))
+    assert "missing.yml" in str(err.value)
+
+
+def test_console_scripts_print_their_own_names():
+    import subprocess
+    import sys
+
+    for script, entry in (("atbsn-train", "train_main"), ("atbsn-valid", "valid_main"), ("atbsn-test", "test_main")):
+        code = f"import sys; sys.argv[0] = '/usr/bin/{script}'; from atbsn.cli import {entry}; sys.exit({entry}(['--help']))"
+        p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
+                           env=dict(os.environ, PYTHONPATH=ROOT))
+        assert p.returncode == 0 and p.stdout.startswith(f"usage: {script} "), p.stdout
+    code, out, _ = run_cli("train.py", "--help")
+    assert out.startswith("usage: train.py ")

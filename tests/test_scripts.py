@@ -38,12 +38,15 @@ def test_benchmark_cbsn_and_dbsn_rows_and_method_steps(tmp_path):
     assert "C-BSN (3 passes" in out
 
 
-def test_benchmark_reports_the_n2n_row(tmp_path):
+def test_benchmark_reports_the_n2n_row_into_results_benchmark_with_progress(tmp_path):
+    before = {f: os.path.getmtime(os.path.join(ROOT, "benchmarks", f)) for f in ("results.md", "results.json")}
     code, out, err = run_cli("scripts/benchmark.py", "--archs", "N2NUNet", "--size", "64", "--train-size", "64",
-                             "--train-batch", "1", "--runs", "1", "--warmup", "0", "--out", str(tmp_path))
+                             "--train-batch", "1", "--runs", "1", "--warmup", "0", cwd=tmp_path)
     assert code == 0, err
     assert "| N2NUNet | 1,259,475 | 297,074 |" in out
-    rows = json.load(open(tmp_path / "results.json"))["rows"]
+    assert re.search(r"^\[1/1\] N2NUNet \.\.\. [\d.]+ s$", out, re.M), out  # one progress line per measurement
+    assert before == {f: os.path.getmtime(os.path.join(ROOT, "benchmarks", f)) for f in before}
+    rows = json.load(open(tmp_path / "results" / "benchmark" / "results.json"))["rows"]
     assert rows[0]["params"] == 1259475 and rows[0]["macs_per_pixel"] == pytest.approx(297074.25)
     assert rows[0]["inference_ms"] > 0 and rows[0]["train_step_ms"] > 0
 
@@ -95,7 +98,7 @@ def test_prepare_n2n_imagenet_selects_sides_in_256_512(tmp_path):
 def test_benchmark_atbsn_rows_and_distillation_step(tmp_path):
     code, out, err = run_cli("scripts/benchmark.py", "--archs", "ATBSN", "ATBSNStudentC", "--size", "32",
                              "--train-size", "32", "--train-batch", "1", "--distill-batch", "1", "--distill-size", "32",
-                             "--runs", "1", "--warmup", "0", "--out", str(tmp_path))
+                             "--runs", "1", "--warmup", "0", "--method-steps", "--out", str(tmp_path))
     assert code == 0, err
     assert "| ATBSN | 1,268,547 | 1,249,029 |" in out and "| ATBSNStudentC | 1,003,011 | 185,753 |" in out
     result = json.load(open(tmp_path / "results.json"))

@@ -19,12 +19,13 @@ one non-blind pass, crop, de-standardise, clip; :func:`atbsn.utils.image.quantiz
 from __future__ import annotations
 
 import math
-from typing import Dict, Optional, Tuple
+from typing import Dict, Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
 
 from ..errors import OptionsError
+from ..options import iterations
 from .base_model import DenoisingModel, Progress
 from .neighbor2neighbor import subsample
 
@@ -66,11 +67,14 @@ def draw_cell_indices(n: int, h: int, w: int, seeds: Optional[torch.Tensor] = No
 class CBSNModel(DenoisingModel):
     """Trains a network with ``forward(x, blind)`` (``CBSN``) by the three-pass C-BSN objective."""
 
-    def __init__(self, networks, invariance_weight: float = 2.0, ramp_iters: int = 200000, blind_stride: int = 5,
-                 inference_pad: int = 32, clip_output: bool = True):
+    def __init__(self, networks, invariance_weight: float = 2.0, ramp_iters: Union[int, float] = 0.4,
+                 blind_stride: int = 5, inference_pad: int = 32, clip_output: bool = True):
+        """``ramp_iters``: iterations, or a float in (0, 1], a fraction of ``train.total_iter`` (official:
+        200k of 500k, i.e. 0.4)."""
         super().__init__(networks)
-        if blind_stride < 1 or ramp_iters < 0 or inference_pad < 0:
-            raise OptionsError("model: blind_stride must be >= 1, ramp_iters and inference_pad >= 0")
+        if blind_stride < 1 or inference_pad < 0:
+            raise OptionsError("model: blind_stride must be >= 1 and inference_pad >= 0")
+        iterations(ramp_iters, 1, "model.ramp_iters")  # checks its form; the run length is known at training
         self.invariance_weight, self.ramp_iters, self.blind_stride = invariance_weight, ramp_iters, blind_stride
         self.inference_pad, self.clip_output = inference_pad, clip_output
 
@@ -87,7 +91,8 @@ class CBSNModel(DenoisingModel):
 
     def ramp(self, progress: Progress) -> float:
         """s(t) = clip(t / ramp_iters, 0, 1): the blind objective dominates early on."""
-        return 1.0 if self.ramp_iters == 0 else min(max(progress.iteration / self.ramp_iters, 0.0), 1.0)
+        ramp = iterations(self.ramp_iters, progress.total_iter, "model.ramp_iters")
+        return 1.0 if ramp == 0 else min(max(progress.iteration / ramp, 0.0), 1.0)
 
     def training_step(self, batch: Dict[str, torch.Tensor], progress: Progress) -> Dict[str, torch.Tensor]:
         noisy = self.prepare_input(batch["noisy"])

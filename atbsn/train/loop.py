@@ -128,7 +128,7 @@ class Trainer:
 
         self.model = build_model(opt)
         self.model.check_options(opt)
-        load_pretrained(self.model, opt["path"]["pretrain_network"], opt["path"]["strict_load"])
+        load_pretrained(self.model, opt["path"]["pretrain_network"], opt["path"]["strict_load"], opt["networks"])
         self.model.init_training()
         self.model.to(self.device)
         configure_inference(self.model, opt)
@@ -138,7 +138,7 @@ class Trainer:
         self._wrap_networks(tcfg["compile"])
         self.params = [p for p in self.model.trainable_parameters() if p.requires_grad]
         self.optimizer = build_optimizer(tcfg["optimizer"], self.params)
-        self.scheduler = build_scheduler(tcfg["scheduler"], self.optimizer)
+        self.scheduler = build_scheduler(tcfg["scheduler"], self.optimizer, tcfg["total_iter"])
         self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, None: None}[tcfg["amp"]]
         self.model.amp_dtype = self.amp_dtype
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=tcfg["amp"] == "fp16")
