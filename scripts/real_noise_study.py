@@ -245,11 +245,11 @@ def write_markdown(results: dict, out: str) -> None:
     runs = results["runs"]
     lines = ["# Real noise: self-supervised methods vs classical denoisers", "",
              "Produced by " + "; then ".join(f"`{r['command']}` at revision {r['revision']}" for r in runs)
-             + f", on {runs[-1]['machine']}, nothing else running.", "",
+             + f", on {runs[-1]['machine']}; the notes below say where the machine was not idle.", "",
              "Every learned method is trained on the **noisy images only** of the set it is scored on (as a user "
              "with a folder of noisy photos would); the clean images are used only to score. PSNR/SSIM are "
              "`basicsr_rgb` (RGB, no border crop, rounded to 8 bits) unless a column says otherwise; "
-             "train-min are wall minutes of `train.py` on the idle 2-core CPU (no GPU), pro-rated per checkpoint, "
+             "train-min are wall minutes of `train.py` on the 2-core CPU (no GPU), pro-rated per checkpoint, "
              "inference time not included.", "",
              "Reading the tables:",
              "- The recipe a user runs (`options/train/noisy_folder.yml`, then `noisy_folder_distill.yml`, then "
@@ -345,11 +345,11 @@ def draw_figures(results: dict, out: str, work: str) -> None:
                 tiles.append(read_rgb(path)[y:y + 128, x:x + 128])
                 labels.append(LABELS[kind].split(" (")[0])
         clean = os.path.join(SETS[set_name], "clean", f"{name}.png")
+        if not tiles:  # no outputs in this work folder: keep the committed grid
+            continue
         if os.path.exists(clean):
             tiles.append(read_rgb(clean)[y:y + 128, x:x + 128])
             labels.append("clean")
-        if not tiles:
-            continue
         fig, axes = plt.subplots(1, len(tiles), figsize=(1.9 * len(tiles), 2.3), squeeze=False)
         for ax, t, lab in zip(axes[0], tiles, labels):
             ax.imshow(np.clip(t, 0, 1), interpolation="nearest")
