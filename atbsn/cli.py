@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -64,22 +63,15 @@ def _load_for_eval(opt: dict, local_rank=None):
     import torch
 
     from .errors import OptionsError
-    from .inference import configure_inference, load_pretrained, resolve_device
-    from .models import build_model
+    from .models.setup import resolve_device, setup_model
 
     if not opt["path"]["pretrain_network"]:
         raise OptionsError(f"{opt['_source']}: set 'path.pretrain_network' to the weights to evaluate "
                            f"(a checkpoint of train.py or an official .pth)")
-    model = build_model(opt)
-    load_pretrained(model, opt["path"]["pretrain_network"], opt["path"]["strict_load"], opt["networks"])
     device = resolve_device(opt["device"])
     if device.type == "cuda" and local_rank is not None:
         device = torch.device("cuda", local_rank % torch.cuda.device_count())
-    model.to(device)
-    configure_inference(model, opt)
-    model.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(opt["train"]["amp"])
-    model.train(False)
-    return model
+    return setup_model(opt, device)
 
 
 def _valid(argv: List[str]) -> int:
@@ -139,8 +131,6 @@ def _test(argv: List[str]) -> int:
     p.add_argument("--overwrite", action="store_true", help="replace a submission already in the output folder")
     args = p.parse_args(argv)
 
-    import torch
-
     from .errors import DataError, OptionsError
     from .inference import denoise
     from .options import load_options
@@ -148,7 +138,9 @@ def _test(argv: List[str]) -> int:
 
     opt = load_options(args.opt, args.set)
     test_cfg = opt["datasets"].get("test") or {}
-    if not args.input and test_cfg.get("type") in SUBMISSION_DATASETS:
+    from .submission import is_benchmark
+
+    if not args.input and is_benchmark(test_cfg):
         return _submission(opt, test_cfg, args.output, args.overwrite)
     convert = bool(test_cfg.get("convert_color", False))
     if args.input:
@@ -210,56 +202,13 @@ def planned_outputs(paths: List[str], out_dir: str, suffix: str) -> List[str]:
     return outputs
 
 
-SUBMISSION_DATASETS = ("SIDDBlocksDataset", "DNDDataset")
-
-
 def _submission(opt: dict, test_cfg: dict, output: Optional[str], overwrite: bool) -> int:
-    """test.py on a benchmark: the SIDD CSV + SubmitSrgb.mat, or the 50 DND bundles."""
-    import numpy as np
-
     from . import submission
-    from .data import build_dataset
-    from .errors import DataError
-    from .inference import denoise
-    from .utils.image import quantize
 
     out_dir = output or os.path.join(opt["path"]["results_root"], opt["name"], "submission")
-    dataset = build_dataset(test_cfg, where="datasets.test")
-    is_sidd = test_cfg["type"] == "SIDDBlocksDataset"
-    names = [submission.SIDD_CSV, submission.SIDD_MAT] if is_sidd else submission.dnd_bundle_names()
-    try:
-        os.makedirs(out_dir, exist_ok=True)
-    except OSError as err:
-        raise DataError(f"cannot create output folder '{out_dir}': {err.strerror}") from None
-    submission.refuse_existing(out_dir, names, overwrite)
-    if is_sidd and len(dataset) != 1280:
-        raise DataError(f"a SIDD submission needs all 1280 blocks, the dataset has {len(dataset)} "
-                        f"(remove datasets.test.indices)")
-    model = _load_for_eval(opt)
-    tile = opt["val"]["tile"]
-    seconds, pixels = 0.0, 0
-    blocks = np.empty((len(dataset), 256, 256, 3), np.uint8) if is_sidd else None
-    crops: dict = {}
-    written = []
-    for i in range(len(dataset)):
-        item = dataset[i]
-        t0 = time.perf_counter()
-        pred = denoise(model, item["noisy"][None], tile["size"], tile["overlap"], tile["blend"],
-                       tile["memory_limit_gb"])[0].numpy().transpose(1, 2, 0)
-        seconds += time.perf_counter() - t0
-        pixels += pred.shape[0] * pred.shape[1]
-        if is_sidd:
-            blocks[i] = quantize(pred, 8, "half_even")
-        else:
-            crops.setdefault(item["image"], {})[item["box"]] = np.clip(pred, 0, 1).astype(np.float32)
-            if len(crops[item["image"]]) == 20:
-                written.append(submission.write_dnd_bundle(crops.pop(item["image"]), item["image"], out_dir))
-    time_mp = seconds / (pixels / 1e6)
-    if is_sidd:
-        written = [submission.write_sidd_csv(blocks, os.path.join(out_dir, submission.SIDD_CSV)),
-                   submission.write_sidd_mat(blocks, os.path.join(out_dir, submission.SIDD_MAT), time_mp,
-                                             {"MethodName": opt["model"]["type"], "Name": opt["name"]})]
-    print(f"denoising time: {time_mp:.3f} s per megapixel ({pixels / 1e6:.1f} MP in {seconds:.1f} s)")
+    written, time_mp, megapixels, seconds = submission.write_submission(opt, test_cfg, out_dir, overwrite,
+                                                                        lambda: _load_for_eval(opt))
+    print(f"denoising time: {time_mp:.3f} s per megapixel ({megapixels:.1f} MP in {seconds:.1f} s)")
     print(f"wrote {len(written)} submission file(s) to {out_dir}")
     return 0
 

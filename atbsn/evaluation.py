@@ -50,8 +50,8 @@ class Evaluator:
             for local, batch in enumerate(it):
                 idx = global_index[local] if global_index is not None else local
                 if "clean" not in batch:
-                    raise DataError(f"validation set '{set_name}' has no clean images: use PairedFolderDataset "
-                                    f"or SyntheticNoiseDataset")
+                    raise DataError(f"validation set '{set_name}' has no clean images: validate on a dataset type "
+                                    f"that yields clean references (paired folders, or synthetic noise on clean images)")
                 pred = denoise(model, batch["noisy"], self.tile, self.overlap, self.blend, self.memory_limit_gb)
                 for b in range(pred.shape[0]):
                     name = batch["name"][b]

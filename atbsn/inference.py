@@ -6,9 +6,8 @@
 """
 from __future__ import annotations
 
-import os
 import weakref
-from typing import Callable, Dict, List, Optional, Union
+from typing import Callable, Dict, List, Optional
 
 import numpy as np
 import torch
@@ -16,8 +15,9 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
 from .errors import CheckpointError, OptionsError
-from .models import DenoisingModel, build_model
-from .train.checkpoint import extract_state_dict, load_file, load_network
+from .models import DenoisingModel
+from .models.setup import resolve_device, setup_model
+from .weights import load_file
 
 
 def tile_starts(length: int, tile: int, overlap: int, align: int = 1) -> List[int]:
@@ -141,8 +141,8 @@ class _PeakLiveBytes(TorchDispatchMode):
         return out
 
 
-# Measured peak RSS over this estimate's live bytes, 12-MP and 1-MP images on CPU: student A 16.0 GB
-# vs 10.9, student C 2.0 vs 1.5, teacher 9.9 vs 9.0, N2N (8 features) 14.4 vs 13.1.
+# Measured peak RSS over this estimate's live bytes on CPU (12-MP and 1-MP images, four networks of
+# 0.1-1.3 M parameters): 16.0 GB vs 10.9, 2.0 vs 1.5, 9.9 vs 9.0, 14.4 vs 13.1.
 ALLOCATOR_OVERHEAD = 1.5
 
 
@@ -198,75 +198,15 @@ def denoise(model: DenoisingModel, noisy: torch.Tensor, tile: Optional[int] = No
     if not tile and max(noisy.shape[-2:]) > 256:
         tile = automatic_tile(model, *noisy.shape[-2:], memory_limit_gb)
         overlap = None
-    x, stats = model.normalize(noisy)
-    run = lambda t: model.denoise(t).cpu()  # noqa: E731
+    x, context = model.prepare(noisy)
+    run = lambda t: model.denoise_tile(t).cpu()  # noqa: E731
     if tile and blend:
         overlap = tile // 2 if overlap is None else overlap
-        return model.denormalize(denoise_blended(run, x, tile, overlap), stats)
+        return model.finish(denoise_blended(run, x, tile, overlap), context)
     if tile:
         overlap = default_overlap(model) if overlap is None else overlap
-        return model.denormalize(denoise_tiled(run, x, tile, overlap, tile_alignment(model)), stats)
-    return model.denormalize(run(x), stats)
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise OptionsError(f"device '{name}' was requested but CUDA is not available; use 'cpu' or 'auto'")
-    return dev
-
-
-def load_pretrained(model: DenoisingModel, spec: Union[None, str, Dict[str, str]], strict: bool = True,
-                    networks_options: Optional[Dict[str, dict]] = None) -> None:
-    """``path.pretrain_network``: one path for the inference network, or ``{role: path}``.
-
-    ``networks_options`` (the config's ``networks``) lets a checkpoint that does not fit be explained
-    by the option that differs, when the checkpoint carries the options it was trained with."""
-    if not spec:
-        return
-    items = {model.inference_role: spec} if isinstance(spec, str) else dict(spec)
-    for role, path in items.items():
-        if role not in model.networks:
-            raise OptionsError(f"path.pretrain_network: unknown network '{role}' (model has {sorted(model.networks)})")
-        state = load_file(path)
-        sd = extract_state_dict(state, role, path)
-        try:
-            load_network(model.networks[role], sd, strict, path)
-        except CheckpointError:
-            differing = option_differences(state, role, (networks_options or {}).get(role))
-            if differing:
-                raise CheckpointError(f"'{path}' was trained with other options for networks.{role}: "
-                                      f"{'; '.join(differing)} (make the config match, or point "
-                                      f"path.pretrain_network at a checkpoint of this network)") from None
-            raise
-
-
-def option_differences(state: dict, role: str, config: Optional[dict]) -> List[str]:
-    """``networks.<role>.<key>: checkpoint A, config B`` for each arch option that differs, from the
-    options a training checkpoint embeds (constructor defaults fill keys either side leaves out)."""
-    trained = ((state.get("options") or {}).get("networks") or {}) if isinstance(state, dict) else {}
-    if role not in trained and len(trained) == 1:  # e.g. a stage-1 'net' loaded as the teacher
-        trained = {role: next(iter(trained.values()))}
-    if not config or not isinstance(trained.get(role), dict):
-        return []
-    theirs = trained[role]
-    if theirs.get("type") != config.get("type"):
-        return [f"networks.{role}.type: checkpoint {theirs.get('type')}, config {config.get('type')}"]
-    from .archs import ARCH_REGISTRY
-    from .registry import signature_params
-
-    defaults = {n: p.default for n, p in signature_params(ARCH_REGISTRY.get(config["type"])).items()}
-    keys = sorted((set(theirs) | set(config)) - {"type"})
-    return [f"networks.{role}.{k}: checkpoint {theirs.get(k, defaults.get(k))}, config {config.get(k, defaults.get(k))}"
-            for k in keys if theirs.get(k, defaults.get(k)) != config.get(k, defaults.get(k))]
-
-
-def configure_inference(model: DenoisingModel, opt: dict) -> None:
-    model.padding_mode = opt["val"]["padding"]["mode"]
-    model.pad_square = opt["val"]["padding"]["square"]
-    model.channels_last = opt["train"]["channels_last"] if "train" in opt else False
+        return model.finish(denoise_tiled(run, x, tile, overlap, tile_alignment(model)), context)
+    return model.finish(run(x), context)
 
 
 class Denoiser:
@@ -303,10 +243,7 @@ class Denoiser:
 
     @classmethod
     def _from_opt(cls, opt: dict, device: str):
-        model = build_model(opt)
-        load_pretrained(model, opt["path"]["pretrain_network"], opt["path"]["strict_load"], opt["networks"])
-        model.to(resolve_device(device if device != "auto" else opt["device"]))
-        configure_inference(model, opt)
+        model = setup_model(opt, resolve_device(device if device != "auto" else opt["device"]))
         tile = opt["val"]["tile"]
         return cls(model, tile["size"], tile["overlap"], tile["blend"], tile["memory_limit_gb"])
 

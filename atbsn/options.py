@@ -9,95 +9,18 @@
 """
 from __future__ import annotations
 
-import collections.abc
 import copy
-import inspect
 import os
-import types
-import typing
-from dataclasses import dataclass, field
+import re
+from dataclasses import dataclass
 from typing import Any, Dict, List, Literal, Optional, Union
 
 import yaml
 
 from .errors import OptionsError
-from .registry import closest
+from .registry import check_type, closest
 
 # --------------------------------------------------------------------------- type checks
-
-
-def type_name(tp: Any) -> str:
-    if tp is type(None):
-        return "null"
-    origin = typing.get_origin(tp)
-    if origin is Literal:
-        return " | ".join(repr(a) for a in typing.get_args(tp))
-    if origin in (Union, types.UnionType):
-        return " | ".join(type_name(a) for a in typing.get_args(tp))
-    if origin in (list, tuple, collections.abc.Sequence, collections.abc.Iterable):
-        args = [a for a in typing.get_args(tp) if a is not Ellipsis]
-        return f"list of {type_name(args[0])}" if args else "list"
-    if origin is dict:
-        return "mapping"
-    return getattr(tp, "__name__", str(tp))
-
-
-def _matches(value: Any, tp: Any) -> bool:
-    if tp in (Any, inspect.Parameter.empty) or isinstance(tp, str) or tp is object:
-        return True
-    origin = typing.get_origin(tp)
-    if origin is Literal:
-        return value in typing.get_args(tp)
-    if origin in (Union, types.UnionType):
-        return any(_matches(value, a) for a in typing.get_args(tp))
-    if tp is type(None) or tp is None:
-        return value is None
-    if tp is bool:
-        return isinstance(value, bool)
-    if tp is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if tp is float:  # YAML writes 3e-4 as a string unless it has a dot; accept ints too
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if tp is str:
-        return isinstance(value, str)
-    if origin in (list, tuple, collections.abc.Sequence, collections.abc.Iterable) or tp in (list, tuple):
-        if not isinstance(value, (list, tuple)):
-            return False
-        args = [a for a in typing.get_args(tp) if a is not Ellipsis]
-        if origin is tuple and len(args) > 1 and Ellipsis not in typing.get_args(tp):
-            return len(value) == len(args) and all(_matches(v, a) for v, a in zip(value, args))
-        return not args or all(_matches(v, args[0]) for v in value)
-    if origin is dict or tp is dict:
-        return isinstance(value, dict)
-    if isinstance(tp, type):
-        if tp.__module__.startswith("torch"):  # e.g. Tensor in torch.optim signatures: numbers suffice
-            return isinstance(value, (int, float)) and not isinstance(value, bool)
-        return isinstance(value, tp)
-    return True
-
-
-def check_type(value: Any, tp: Any, where: str) -> None:
-    if not _matches(value, tp):
-        raise OptionsError(f"'{where}' must be {type_name(tp)}, got {value!r} ({type(value).__name__})")
-
-
-# An option counted in iterations that may also be written as a fraction of the run.
-Period = Union[int, float]
-
-
-def iterations(value: Period, total_iter: int, where: str) -> int:
-    """An int is a number of iterations; a float in (0, 1] is that fraction of ``total_iter``."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise OptionsError(f"'{where}' must be an integer (iterations) or a float in (0, 1] (a fraction of "
-                           f"train.total_iter), got {value!r}")
-    if isinstance(value, int):
-        if value < 0:
-            raise OptionsError(f"'{where}' must be >= 0 iterations, got {value}")
-        return value
-    if not 0.0 < value <= 1.0:
-        raise OptionsError(f"'{where}' = {value}: a float is a fraction of train.total_iter and must lie in (0, 1]; "
-                           f"write an integer for a number of iterations")
-    return max(1, round(value * total_iter))
 
 
 # --------------------------------------------------------------------------- schema
@@ -114,10 +37,11 @@ class Opt:
 
 @dataclass
 class Typed:
-    """A ``type:``-keyed section built from a registry; ``extra`` are keys the caller consumes."""
+    """A ``type:``-keyed section built from a registry; ``extra`` names further keys the caller
+    consumes (``loader``: the data loader settings of ``atbsn.data.LOADER_KEYS``)."""
 
     registry: str
-    extra: Dict[str, Opt] = field(default_factory=dict)
+    extra: str = ""
     required: bool = False
 
 
@@ -129,13 +53,6 @@ class MapOf:
     required: bool = False
 
 
-LOADER_KEYS = {
-    "batch_size": Opt(int, 1),
-    "num_workers": Opt(int, 0),
-    "repeat": Opt(int, 1),
-    "shuffle": Opt(bool, True),
-    "pin_memory": Opt(bool, False),
-}
 
 SCHEMA: Dict[str, Any] = {
     "name": Opt(str, required=True),
@@ -144,9 +61,9 @@ SCHEMA: Dict[str, Any] = {
     "model": Typed("model", required=True),
     "networks": MapOf(Typed("arch"), required=True),
     "datasets": {
-        "train": Typed("dataset", extra=LOADER_KEYS),
-        "val": MapOf(Typed("dataset", extra=LOADER_KEYS)),
-        "test": Typed("dataset", extra=LOADER_KEYS),
+        "train": Typed("dataset", extra="loader"),
+        "val": MapOf(Typed("dataset", extra="loader")),
+        "test": Typed("dataset", extra="loader"),
     },
     "train": {
         "total_iter": Opt(Optional[int], None),  # required by train.py (checked there)
@@ -217,6 +134,16 @@ def _registry(kind: str):
     return r
 
 
+def _extra_keys(name: str) -> Dict[str, tuple]:
+    if not name:
+        return {}
+    if name == "loader":
+        from .data import LOADER_KEYS
+
+        return LOADER_KEYS
+    raise KeyError(name)
+
+
 # Arguments the framework itself passes when it builds each kind (not user options).
 SUPPLIED = {"model": ("networks",), "optimizer": ("params",), "scheduler": ("optimizer", "total_iter")}
 
@@ -272,14 +199,15 @@ def _validate(value: Any, spec: Any, where: str) -> Any:
         registry = _registry(spec.registry)
         target = registry.get(value["type"], where=f"{where}.type")
         out = dict(value)
-        for key, opt in spec.extra.items():
+        extra = _extra_keys(spec.extra)
+        for key, (tp, default) in extra.items():
             if key in out:
-                check_type(out[key], opt.tp, f"{where}.{key}")
+                check_type(out[key], tp, f"{where}.{key}")
             else:
-                out[key] = copy.deepcopy(opt.default)
-        kwargs = {k: v for k, v in value.items() if k != "type" and k not in spec.extra}
+                out[key] = copy.deepcopy(default)
+        kwargs = {k: v for k, v in value.items() if k != "type" and k not in extra}
         supplied = {n: None for n in SUPPLIED.get(spec.registry, ())}
-        check_kwargs(target, kwargs, where, supplied=supplied, also=spec.extra)
+        check_kwargs(target, kwargs, where, supplied=supplied, also=extra)
         return out
     raise TypeError(spec)
 
@@ -306,13 +234,13 @@ class _Loader(yaml.SafeLoader):
 
 _Loader.add_implicit_resolver(
     "tag:yaml.org,2002:float",
-    __import__("re").compile(
+    re.compile(
         r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
         |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
         |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
         |[-+]?\.(?:inf|Inf|INF)
         |\.(?:nan|NaN|NAN))$""",
-        __import__("re").X,
+        re.X,
     ),
     list("-+0123456789."),
 )

@@ -5,10 +5,12 @@ nothing scans directories, nothing imports optional dependencies.
 """
 from __future__ import annotations
 
+import collections.abc
 import difflib
 import inspect
+import types
 import typing
-from typing import Any, Callable, Dict, Iterable
+from typing import Any, Callable, Dict, Iterable, Literal, Union
 
 from .errors import OptionsError
 
@@ -19,6 +21,62 @@ def closest(name: str, candidates: Iterable[str]) -> str | None:
     lowered = {c.lower(): c for c in candidates}
     match = difflib.get_close_matches(name.lower(), list(lowered), n=1, cutoff=0.5)
     return lowered[match[0]] if match else None
+
+
+# --------------------------------------------------------------------------- value types
+def type_name(tp: Any) -> str:
+    if tp is type(None):
+        return "null"
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return " | ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (Union, types.UnionType):
+        return " | ".join(type_name(a) for a in typing.get_args(tp))
+    if origin in (list, tuple, collections.abc.Sequence, collections.abc.Iterable):
+        args = [a for a in typing.get_args(tp) if a is not Ellipsis]
+        return f"list of {type_name(args[0])}" if args else "list"
+    if origin is dict:
+        return "mapping"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _matches(value: Any, tp: Any) -> bool:
+    if tp in (Any, inspect.Parameter.empty) or isinstance(tp, str) or tp is object:
+        return True
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return value in typing.get_args(tp)
+    if origin in (Union, types.UnionType):
+        return any(_matches(value, a) for a in typing.get_args(tp))
+    if tp is type(None) or tp is None:
+        return value is None
+    if tp is bool:
+        return isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if tp is float:  # YAML writes 3e-4 as a string unless it has a dot; accept ints too
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if tp is str:
+        return isinstance(value, str)
+    if origin in (list, tuple, collections.abc.Sequence, collections.abc.Iterable) or tp in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            return False
+        args = [a for a in typing.get_args(tp) if a is not Ellipsis]
+        if origin is tuple and len(args) > 1 and Ellipsis not in typing.get_args(tp):
+            return len(value) == len(args) and all(_matches(v, a) for v, a in zip(value, args))
+        return not args or all(_matches(v, args[0]) for v in value)
+    if origin is dict or tp is dict:
+        return isinstance(value, dict)
+    if isinstance(tp, type):
+        if tp.__module__.startswith("torch"):  # e.g. Tensor in torch.optim signatures: numbers suffice
+            return isinstance(value, (int, float)) and not isinstance(value, bool)
+        return isinstance(value, tp)
+    return True
+
+
+def check_type(value: Any, tp: Any, where: str) -> None:
+    if not _matches(value, tp):
+        raise OptionsError(f"'{where}' must be {type_name(tp)}, got {value!r} ({type(value).__name__})")
 
 
 class Registry:
@@ -86,8 +144,6 @@ def check_kwargs(target: Callable, kwargs: Dict[str, Any], where: str, supplied:
     """Validate YAML kwargs against the constructor signature: it is the schema.
 
     ``also`` are further valid keys that the caller consumes itself (e.g. loader settings)."""
-    from .options import check_type  # local: options imports registry
-
     params = signature_params(target)
     hints = type_hints(target)
     supplied = supplied or {}

@@ -12,7 +12,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from atbsn.refcheck import PENDING_PREFIXES, run_checks  # noqa: E402
+from atbsn.refcheck import run_checks  # noqa: E402
 
 
 def main() -> int:
@@ -28,8 +28,7 @@ def main() -> int:
     for e in errors:
         print(f"ERROR {e}")
     for f in pending:
-        why = next((v for k, v in PENDING_PREFIXES.items() if f.startswith(k)), "no check registered")
-        print(f"SKIP  {f:34s} not covered yet: {why}")
+        print(f"SKIP  {f:34s} not covered yet: no check registered")
     failed = sum(not r.ok for r in results)
     print(f"{len(results) - failed} passed, {failed} failed, {len(errors)} errors, {len(pending)} files not covered yet")
     return 1 if failed or errors else 0

@@ -99,7 +99,8 @@ def test_wrong_checkpoint_and_unwritable_output(tmp_path, trained):
     o = dict(opt, path={**opt["path"], "pretrain_network": ckpt})
     o["networks"] = {"net": {"type": "N2NUNet", "n_feature": 16}}
     code, _, err = run_cli("valid.py", "-opt", write_options(tmp_path / "v.yml", o))
-    _one_line_error(code, err, "does not fit N2NUNet", "shape mismatches", "enc_conv0.weight")
+    # issue 13: the option that differs, not the list of mis-shaped tensors
+    _one_line_error(code, err, "does not fit N2NUNet", "networks.net.n_feature: checkpoint 8, config 16")
 
     truncated = tmp_path / "trunc.pth"
     truncated.write_bytes(open(ckpt, "rb").read()[:1000])
@@ -137,7 +138,7 @@ def test_import_is_light():
 def test_a_checkpoint_of_other_widths_names_the_option_that_differs(tmp_path):
     from atbsn.archs import N2NUNet
     from atbsn.errors import CheckpointError
-    from atbsn.inference import load_pretrained
+    from atbsn.weights import load_pretrained
     from atbsn.models import build_model
     from atbsn.options import load_options
 

@@ -91,3 +91,19 @@ def test_receptive_radius_attributes_match_the_gradient_support(monkeypatch):
             nz = (g[0].abs().sum(0) > 0).nonzero()
             radius = max(radius, (nz[:, 0] - y).abs().max().item(), (nz[:, 1] - xx).abs().max().item())
         assert radius == cls.receptive_radius, (cls.__name__, radius)
+
+
+def test_cpu_bf16_without_native_support_runs_in_fp32_with_one_line(monkeypatch, caplog):
+    import logging
+
+    import torch
+
+    from atbsn.models import setup
+
+    monkeypatch.setattr(setup, "native_cpu_bf16", lambda: False)
+    with caplog.at_level(logging.WARNING, logger="atbsn"):
+        assert setup.autocast_dtype("bf16", torch.device("cpu")) is None
+    assert len(caplog.records) == 1 and "no native bf16" in caplog.records[0].getMessage()
+    monkeypatch.setattr(setup, "native_cpu_bf16", lambda: True)
+    assert setup.autocast_dtype("bf16", torch.device("cpu")) is torch.bfloat16
+    assert setup.autocast_dtype(None, torch.device("cpu")) is None

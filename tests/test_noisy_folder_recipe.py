@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from atbsn.archs import ATBSN
-from atbsn.inference import blended_starts, crossfade, denoise, denoise_blended
+from atbsn.inference import blended_starts, crossfade, denoise_blended
 from atbsn.models.atbsn import ATBSNDistillation, ATBSNModel
 from atbsn.options import load_options
 from atbsn.utils.image import read_image

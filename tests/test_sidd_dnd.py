@@ -122,7 +122,7 @@ def test_dnd_crops_are_float_and_one_based_inclusive(tmp_path):
 def test_submission_writers_round_trip(tmp_path):
     rng = np.random.default_rng(3)
     pred = rng.random((1280, 256, 256, 3), dtype=np.float32) * 1.2 - 0.1  # out of range values are clipped
-    expected = np.round(np.clip(pred.astype(np.float64), 0, 1) * 255).astype(np.uint8)
+    expected = {n: np.round(np.clip(pred[n].astype(np.float64), 0, 1) * 255).astype(np.uint8) for n in (0, 33, 1279)}
     submission.write_sidd_csv(pred, str(tmp_path / "SubmitSrgb.csv"))
     with open(tmp_path / "SubmitSrgb.csv", newline="") as f:
         rows = list(csv.reader(f))

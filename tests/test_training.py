@@ -1,5 +1,4 @@
 import os
-import shutil
 
 import pytest
 import torch
@@ -73,7 +72,7 @@ def test_run_folder_contents_and_archiving(tmp_path, image_folder):
     assert s["count"] == 6 and 0 < s["psnr"] < 60 and 20 < s["input_psnr"] < 30
     state = load_file(os.path.join(root, "checkpoints", "last.pth"))
     assert {"networks", "optimizer", "scheduler", "scaler", "rng", "iteration", "epoch", "batch_in_epoch",
-            "options"} <= set(state)
+            "options", "model_state"} <= set(state)
     _fit(opt)  # a second run with the same name keeps the first one
     archived = [d for d in os.listdir(os.path.join(tmp_path, "experiments")) if d.startswith("folder_archived_")]
     assert len(archived) == 1

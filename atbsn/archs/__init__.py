@@ -10,7 +10,8 @@ def build_arch(cfg: dict, where: str = "network"):
 
 from .atbsn import ATBSN  # noqa: E402
 from .cbsn import CBSN  # noqa: E402
-from .dbsn import DBSN, MWCNN, DBSNSigmaMu, DBSNSigmaN  # noqa: E402
+from .dbsn import DBSN, DBSNSigmaMu, DBSNSigmaN  # noqa: E402
+from .mwcnn import MWCNN  # noqa: E402
 from .n2n_unet import N2NUNet  # noqa: E402
 from .students import ATBSNStudentA, ATBSNStudentB, ATBSNStudentC  # noqa: E402
 

@@ -4,7 +4,6 @@ State-dict keys match the official release, so ``model_*_b4e100r02.pth`` load wi
 """
 from __future__ import annotations
 
-import math
 
 import torch
 from torch import nn

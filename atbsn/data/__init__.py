@@ -8,13 +8,21 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from ..options import LOADER_KEYS
 from ..registry import Registry
 from .datasets import NoisyFolderDataset, PairedFolderDataset, SyntheticNoiseDataset
 from .dnd import DNDDataset
 from .sidd import SIDDBlocksDataset, SIDDMediumDataset
 from .noise import NOISE_REGISTRY, build_noise
 from .sampler import TrainSampler
+
+# Settings a dataset section may carry besides its class's arguments: (type, default).
+LOADER_KEYS = {
+    "batch_size": (int, 1),
+    "num_workers": (int, 0),
+    "repeat": (int, 1),
+    "shuffle": (bool, True),
+    "pin_memory": (bool, False),
+}
 
 DATASET_REGISTRY = Registry("dataset")
 for _cls in (NoisyFolderDataset, PairedFolderDataset, SyntheticNoiseDataset, SIDDMediumDataset, SIDDBlocksDataset,

@@ -21,7 +21,6 @@ from __future__ import annotations
 from typing import Dict, List, Literal, Optional
 
 import torch
-import torch.nn.functional as F
 
 from ..errors import OptionsError
 from .base_model import DenoisingModel, Progress
@@ -42,25 +41,39 @@ def center(x: torch.Tensor, centering: str):
     return x - mean, mean
 
 
-def check_conforming_crop(opt: dict, multiple: int = 32) -> None:
+CONFORMING_CROP = (32, "a multiple of 32: AT-BSN trains on square crops that the network takes without padding "
+                       "(e.g. 256 or 128)")
+
+
+def require_crop(opt: dict) -> None:
     """Training never pads: mirrored padding could show a blind-spot network its own centre pixel."""
-    train = opt["datasets"].get("train") or {}
-    crop = train.get("crop_size")
-    if crop is None:
+    if (opt["datasets"].get("train") or {}).get("crop_size") is None:
         raise OptionsError("datasets.train.crop_size is required for AT-BSN training (square, a multiple of 32)")
-    if crop % multiple:
-        raise OptionsError(f"datasets.train.crop_size ({crop}) must be a multiple of {multiple}: AT-BSN trains on "
-                           f"square crops that the network takes without padding (e.g. 256 or 128)")
+
+
+# The official distilled release (atbsn-d_*.pth) is one state dict holding both networks.
+OFFICIAL_PREFIXES = {"teacher": "bsn.", "student": "nbsn.", "net": "bsn."}
+
+
+def official_prefixed_state_dict(obj: dict, role: str, path: str) -> Optional[Dict[str, torch.Tensor]]:
+    """From the official container, the role's keys without their prefix ('bsn.' teacher, 'nbsn.' student)."""
+    prefix = OFFICIAL_PREFIXES.get(role)
+    if not prefix or not any(isinstance(k, str) and k.startswith(prefix) for k in obj):
+        return None
+    return {k[len(prefix):]: v for k, v in obj.items() if k.startswith(prefix)}
 
 
 class ATBSNModel(DenoisingModel):
     """Stage 1: self-supervised blind-spot training of the AT-BSN teacher."""
 
     value_scale = 255.0
+    official_state_dict = staticmethod(official_prefixed_state_dict)
+    default_losses = {"rec": {"type": "L1Loss"}}  # T(x; k_a) against the noisy x
 
     def __init__(self, networks, train_hole_size: int = 9, valid_hole_size: int = 3,
-                 ensemble_hole_sizes: Optional[List[int]] = None, centering: Centering = "none"):
-        super().__init__(networks)
+                 ensemble_hole_sizes: Optional[List[int]] = None, centering: Centering = "none",
+                 losses: Optional[Dict[str, dict]] = None):
+        super().__init__(networks, losses)
         self.centering = centering
         self.train_hole_size, self.valid_hole_size = train_hole_size, valid_hole_size
         self.ensemble_hole_sizes = ensemble_hole_sizes
@@ -70,13 +83,16 @@ class ATBSNModel(DenoisingModel):
         for k in [train_hole_size, valid_hole_size, *(ensemble_hole_sizes or [])]:
             net.shift_for(k)
 
+    def train_crop_multiple(self):
+        return CONFORMING_CROP
+
     def check_options(self, opt: dict) -> None:
-        check_conforming_crop(opt)
+        require_crop(opt)
 
     def training_step(self, batch: Dict[str, torch.Tensor], progress: Progress) -> Dict[str, torch.Tensor]:
         noisy = self.prepare_input(batch["noisy"]) * self.value_scale
         x, mean = center(noisy, self.centering)
-        loss = F.l1_loss(self.run("net", x, hole_size=self.train_hole_size) + mean, noisy)
+        loss = self.losses["rec"](self.run("net", x, hole_size=self.train_hole_size) + mean, noisy)
         return {"loss": loss}
 
     def network_forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -94,10 +110,13 @@ class ATBSNDistillation(DenoisingModel):
     trainable_roles = ("student",)
     inference_role = "student"
     value_scale = 255.0
+    official_state_dict = staticmethod(official_prefixed_state_dict)
+    default_losses = {"distill": {"type": "L1Loss"}}  # S(x) against each T(x; k)
 
     def __init__(self, networks, hole_sizes: List[int] = list(DEFAULT_TEACHERS), mean_teacher: bool = False,
-                 init_student_from_teacher: bool = True, centering: Centering = "none"):
-        super().__init__(networks)
+                 init_student_from_teacher: bool = True, centering: Centering = "none",
+                 losses: Optional[Dict[str, dict]] = None):
+        super().__init__(networks, losses)
         self.centering = centering  # the teacher's (stage 1) setting; the student sees the image as it is
         teacher = self.networks["teacher"]
         if not (hasattr(teacher, "features") and hasattr(teacher, "heads")):
@@ -108,8 +127,11 @@ class ATBSNDistillation(DenoisingModel):
         self.init_student_from_teacher = init_student_from_teacher
         teacher.requires_grad_(False)
 
+    def train_crop_multiple(self):
+        return CONFORMING_CROP
+
     def check_options(self, opt: dict) -> None:
-        check_conforming_crop(opt)
+        require_crop(opt)
         weights = opt["path"]["pretrain_network"]
         if not isinstance(weights, dict) or not weights.get("teacher"):
             raise OptionsError("distillation needs the trained teacher: set path.pretrain_network.teacher "
@@ -130,8 +152,8 @@ class ATBSNDistillation(DenoisingModel):
         targets = self.teacher_targets(noisy)
         out = self.run("student", noisy)
         if self.mean_teacher:  # ablation: L1 to the averaged target
-            return {"loss": F.l1_loss(out, torch.stack(targets).mean(0))}
-        terms = [F.l1_loss(out, t) for t in targets]
+            return {"loss": self.losses["distill"](out, torch.stack(targets).mean(0))}
+        terms = [self.losses["distill"](out, t) for t in targets]
         losses = {"loss": torch.stack(terms).sum()}
         losses.update({f"l1_k{k}": t.detach() for k, t in zip(self.hole_sizes, terms)})
         return losses

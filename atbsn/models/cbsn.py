@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import OptionsError
-from ..options import iterations
+from ..utils.periods import iterations
 from .base_model import DenoisingModel, Progress
 from .neighbor2neighbor import subsample
 
@@ -67,11 +67,14 @@ def draw_cell_indices(n: int, h: int, w: int, seeds: Optional[torch.Tensor] = No
 class CBSNModel(DenoisingModel):
     """Trains a network with ``forward(x, blind)`` (``CBSN``) by the three-pass C-BSN objective."""
 
+    default_losses = {"blind": {"type": "L1Loss"}, "self": {"type": "L1Loss"}, "invariance": {"type": "L1Loss"}}
+
     def __init__(self, networks, invariance_weight: float = 2.0, ramp_iters: Union[int, float] = 0.4,
-                 blind_stride: int = 5, inference_pad: int = 32, clip_output: bool = True):
+                 blind_stride: int = 5, inference_pad: int = 32, clip_output: bool = True,
+                 losses: Optional[Dict[str, dict]] = None):
         """``ramp_iters``: iterations, or a float in (0, 1], a fraction of ``train.total_iter`` (official:
         200k of 500k, i.e. 0.4)."""
-        super().__init__(networks)
+        super().__init__(networks, losses)
         if blind_stride < 1 or inference_pad < 0:
             raise OptionsError("model: blind_stride must be >= 1 and inference_pad >= 0")
         iterations(ramp_iters, 1, "model.ramp_iters")  # checks its form; the run length is known at training
@@ -82,12 +85,10 @@ class CBSNModel(DenoisingModel):
     def patch_multiple(self) -> int:
         return self.blind_stride * 2 // math.gcd(self.blind_stride, 2)
 
-    def check_options(self, opt: dict) -> None:
-        crop = (opt["datasets"].get("train") or {}).get("crop_size")
-        if crop is not None and crop % self.patch_multiple:
-            raise OptionsError(f"datasets.train.crop_size ({crop}) must be divisible by both strides of C-BSN (the "
-                               f"blind stride {self.blind_stride} and the sub-sampler's 2), i.e. a multiple of "
-                               f"{self.patch_multiple}, e.g. 120 or 240")
+    def train_crop_multiple(self):
+        m = self.patch_multiple
+        return m, (f"divisible by both strides of C-BSN (the blind stride {self.blind_stride} and the sub-sampler's "
+                   f"2), i.e. a multiple of {m}, e.g. {12 * m} or {24 * m}")
 
     def ramp(self, progress: Progress) -> float:
         """s(t) = clip(t / ramp_iters, 0, 1): the blind objective dominates early on."""
@@ -107,16 +108,16 @@ class CBSNModel(DenoisingModel):
         with torch.no_grad():
             y_sub_blind = self.run("net", subsample(x, cells), blind=True)
         y_full = self.run("net", x, blind=False)
-        loss_blind = (y_blind - x).abs().mean()
-        loss_self = (y_full - x).abs().mean()
-        loss_inv = (subsample(y_full, cells) - y_sub_blind).abs().mean()
+        loss_blind = self.losses["blind"](y_blind, x)
+        loss_self = self.losses["self"](y_full, x)
+        loss_inv = self.losses["invariance"](subsample(y_full, cells), y_sub_blind)
         weight = self.ramp(progress)
         loss = loss_blind + weight * (loss_self + self.invariance_weight * loss_inv)
         return {"loss": loss, "loss_blind": loss_blind.detach(), "loss_self": loss_self.detach(),
                 "loss_inv": loss_inv.detach()}
 
     # -- inference: whole-image standardisation and padding, then plain non-blind passes (tileable)
-    def normalize(self, noisy: torch.Tensor):
+    def prepare(self, noisy: torch.Tensor):
         """Standardise with whole-image statistics and reflect-pad by ``inference_pad``; tiles of the
         result then only need an overlap of twice the receptive radius to be exact."""
         x, (mean, std) = standardize(noisy.float())
@@ -125,14 +126,14 @@ class CBSNModel(DenoisingModel):
         x = F.pad(x, (p, p, p, p), mode="reflect" if min(h, w) > p else "replicate")
         return x, (mean, std, p)
 
-    def denormalize(self, out: torch.Tensor, stats) -> torch.Tensor:
+    def finish(self, out: torch.Tensor, stats) -> torch.Tensor:
         mean, std, p = stats
         out = out[..., p:out.shape[-2] - p, p:out.shape[-1] - p]
         out = out * std.to(out.device) + mean.to(out.device)
         return out.clamp(0, 1) if self.clip_output else out
 
     @torch.no_grad()
-    def denoise(self, x: torch.Tensor) -> torch.Tensor:
+    def denoise_tile(self, x: torch.Tensor) -> torch.Tensor:
         """One non-blind pass on a standardised, padded image (or a tile of one)."""
         x = self.prepare_input(x)
         with torch.autocast(x.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):

@@ -26,7 +26,7 @@ from typing import Dict, Literal, Optional, Tuple
 import torch
 import torch.nn.functional as F
 
-from ..errors import OptionsError, TrainingError
+from ..errors import CheckpointError, OptionsError, TrainingError
 from .base_model import DenoisingModel, Progress
 
 NoiseType = Literal["awgn", "hg", "mg"]
@@ -194,6 +194,18 @@ class DBSNModel(DenoisingModel):
 
     network_roles = ("net", "sigma_mu", "sigma_n")
     inference_role = "net"
+    # The official checkpoints are one dict holding the three networks' state dicts.
+    OFFICIAL_CONTAINERS = {"net": "state_dict_dbsn", "sigma_mu": "state_dict_sigma_mu", "sigma_n": "state_dict_sigma_n"}
+
+    @classmethod
+    def official_state_dict(cls, obj: dict, role: str, path: str) -> Optional[Dict[str, torch.Tensor]]:
+        if not any(k in obj for k in cls.OFFICIAL_CONTAINERS.values()):
+            return None
+        if cls.OFFICIAL_CONTAINERS.get(role) not in obj:
+            held = ", ".join(k for k in obj if str(k).startswith("state_dict"))
+            raise CheckpointError(f"'{path}' is an official D-BSN checkpoint ({held}); it has no network for role "
+                                  f"'{role}' (roles: {', '.join(cls.OFFICIAL_CONTAINERS)})")
+        return obj[cls.OFFICIAL_CONTAINERS[role]]
 
     def __init__(self, networks, noise: NoiseType = "awgn", stage: Literal["mu_pretrain", "sigma_pretrain", "joint"] = "joint",
                  loss: Literal["map", "dbsn"] = "map", gamma: float = 1.0, gamma_on_prior: bool = False,
@@ -209,6 +221,12 @@ class DBSNModel(DenoisingModel):
                                 "joint": ("net", "sigma_mu", "sigma_n")}[stage]
         self.guard_hits = 0
         self._check_heads()
+
+    def training_state(self) -> Dict[str, int]:
+        return {"guard_hits": self.guard_hits}
+
+    def load_training_state(self, state: Dict[str, int]) -> None:
+        self.guard_hits = int(state.get("guard_hits", 0))
 
     def _check_heads(self) -> None:
         c = self.networks["net"].in_channels
@@ -284,9 +302,13 @@ class DBSNDistillation(DBSNModel):
     network_roles = ("net", "sigma_mu", "sigma_n", "student")
     inference_role = "student"
 
+    default_losses = {"pseudo": {"type": "MSELoss"}, "synthetic": {"type": "MSELoss"}}
+
     def __init__(self, networks, noise: NoiseType = "awgn", gamma: float = 1.0, pseudo_weight: float = 0.1,
-                 synthetic_weight: float = 1.0, noisy_fraction_denominator: int = 8, kappa_range: Tuple[float, float] = (0.9, 1.1)):
+                 synthetic_weight: float = 1.0, noisy_fraction_denominator: int = 8, kappa_range: Tuple[float, float] = (0.9, 1.1),
+                 losses: Optional[Dict[str, dict]] = None):
         super().__init__(networks, noise=noise, stage="joint", gamma=gamma)
+        self.losses = self.build_losses(losses)
         self.trainable_roles = ("student",)
         self.pseudo_weight, self.synthetic_weight = pseudo_weight, synthetic_weight
         self.split, self.kappa_range = noisy_fraction_denominator, tuple(kappa_range)
@@ -294,10 +316,7 @@ class DBSNDistillation(DBSNModel):
     def check_options(self, opt: dict) -> None:
         super().check_options(opt)
         train = opt["datasets"].get("train") or {}
-        b, crop, multiple = train.get("batch_size", 1), train.get("crop_size"), self.input_multiple()
-        if crop is not None and crop % multiple:
-            raise OptionsError(f"datasets.train.crop_size ({crop}) must be a multiple of {multiple} for the student "
-                               f"networks.student")
+        b = train.get("batch_size", 1)
         if b % self.split:
             raise OptionsError(f"datasets.train.batch_size ({b}) must be divisible by {self.split}: the first "
                                f"1/{self.split} of each batch gives pseudo-targets, the rest synthetic pairs")
@@ -330,8 +349,8 @@ class DBSNDistillation(DBSNModel):
             pseudo = posterior_mean(y_i, mu, cov_mu, cov_n, self.gamma)
             x_j = clean[k:]
             synthetic = self.synthesize(x_j, g) if len(x_j) else x_j
-        loss_pseudo = F.mse_loss(self.run("student", y_i), pseudo)
-        loss_syn = F.mse_loss(self.run("student", synthetic), x_j) if len(x_j) else noisy.new_zeros(())
+        loss_pseudo = self.losses["pseudo"](self.run("student", y_i), pseudo)
+        loss_syn = self.losses["synthetic"](self.run("student", synthetic), x_j) if len(x_j) else noisy.new_zeros(())
         loss = (self.pseudo_weight * loss_pseudo + self.synthetic_weight * loss_syn) / (2 * b)
         return {"loss": loss, "mse_pseudo": loss_pseudo.detach(), "mse_synthetic": loss_syn.detach()}
 

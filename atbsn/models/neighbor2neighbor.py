@@ -10,7 +10,7 @@ sub-sampled full-resolution output consistent with that:
 """
 from __future__ import annotations
 
-from typing import Dict, Optional, Tuple
+from typing import Callable, Dict, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -46,30 +46,33 @@ def subsample(x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
 
 def neighbor2neighbor_loss(
     out_sub1: torch.Tensor, sub2: torch.Tensor, full_sub1: torch.Tensor, full_sub2: torch.Tensor, reg_weight: float,
-    lambda_rec: float = 1.0, lambda_reg: float = 1.0,
+    lambda_rec: float = 1.0, lambda_reg: float = 1.0, rec_loss: Optional[Callable] = None,
+    reg_loss: Optional[Callable] = None,
 ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(total, L_rec, L_reg) from f(g1 y), g2 y, g1 f(y) and g2 f(y)."""
+    """(total, L_rec, L_reg) from f(g1 y), g2 y, g1 f(y) and g2 f(y); the two terms are mean squared
+    errors unless ``rec_loss`` / ``reg_loss`` (pred, target) say otherwise."""
+    mse = F.mse_loss
     diff = out_sub1 - sub2
     exp_diff = full_sub1 - full_sub2
-    loss_rec = diff.square().mean()
-    loss_reg = (diff - exp_diff).square().mean()
+    loss_rec = (rec_loss or mse)(out_sub1, sub2)
+    loss_reg = (reg_loss or mse)(diff, exp_diff)
     return lambda_rec * loss_rec + lambda_reg * reg_weight * loss_reg, loss_rec, loss_reg
 
 
 class Neighbor2Neighbor(DenoisingModel):
     """Trains any registered network with the neighbour sub-sampler; inference is one plain pass."""
 
-    def __init__(self, networks, lambda_rec: float = 1.0, lambda_reg: float = 1.0, increase_ratio: float = 2.0):
-        super().__init__(networks)
+    default_losses = {"rec": {"type": "MSELoss"}, "reg": {"type": "MSELoss"}}
+
+    def __init__(self, networks, lambda_rec: float = 1.0, lambda_reg: float = 1.0, increase_ratio: float = 2.0,
+                 losses: Optional[Dict[str, dict]] = None):
+        super().__init__(networks, losses)
         self.lambda_rec, self.lambda_reg, self.increase_ratio = lambda_rec, lambda_reg, increase_ratio
 
-    def check_options(self, opt: dict) -> None:
-        crop = (opt["datasets"].get("train") or {}).get("crop_size")
-        multiple = 2 * self.input_multiple()
-        if crop is not None and crop % multiple:
-            raise OptionsError(f"datasets.train.crop_size ({crop}) must be a multiple of {multiple}: Neighbor2Neighbor "
-                               f"trains on half-resolution sub-images that the network needs in multiples of "
-                               f"{multiple // 2}")
+    def train_crop_multiple(self):
+        m = 2 * self.input_multiple()
+        return m, (f"a multiple of {m}: Neighbor2Neighbor trains on half-resolution sub-images that the network "
+                   f"needs in multiples of {m // 2}")
 
     def regulariser_weight(self, progress: Progress) -> float:
         """Lambda(e) = increase_ratio * e / E for 1-based epoch e: 0.02 -> 2.0 over 100 epochs."""
@@ -90,6 +93,6 @@ class Neighbor2Neighbor(DenoisingModel):
         out_sub1 = self.run("net", sub1)
         weight = self.regulariser_weight(progress)
         loss, loss_rec, loss_reg = neighbor2neighbor_loss(
-            out_sub1, sub2, full_sub1, full_sub2, weight, self.lambda_rec, self.lambda_reg
-        )
+            out_sub1, sub2, full_sub1, full_sub2, weight, self.lambda_rec, self.lambda_reg, self.losses["rec"],
+            self.losses["reg"])
         return {"loss": loss, "loss_rec": loss_rec.detach(), "loss_reg": loss_reg.detach()}

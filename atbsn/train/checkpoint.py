@@ -1,4 +1,4 @@
-"""Complete, atomic training checkpoints (Lightning-style) and network-weight loading.
+"""Complete, atomic training checkpoints (Lightning-style).
 
 One file holds everything needed to continue bit for bit on the same device: networks,
 optimiser, scheduler, AMP scaler, RNG states (python, numpy, torch, cuda), iteration, epoch,
@@ -17,9 +17,9 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
-from torch import nn
 
 from ..errors import CheckpointError
+from ..weights import load_file
 
 FORMAT_VERSION = 1
 log = logging.getLogger("atbsn")
@@ -77,20 +77,6 @@ def atomic_save(obj: Any, path: str) -> None:
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
-
-
-def load_file(path: str, map_location="cpu") -> Dict[str, Any]:
-    """``torch.load(weights_only=True)`` with one clear error for missing/truncated/foreign files."""
-    if not os.path.isfile(path):
-        raise CheckpointError(f"checkpoint not found: '{path}'")
-    try:
-        obj = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:  # truncated zip, pickle with code, not a torch file
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise CheckpointError(f"cannot read checkpoint '{path}': {first[:300]}") from None
-    if not isinstance(obj, dict):
-        raise CheckpointError(f"checkpoint '{path}' holds a {type(obj).__name__}, expected a dict")
-    return obj
 
 
 ITER_RE = re.compile(r"iter_(\d+)\.pth$")
@@ -171,71 +157,3 @@ class CheckpointManager:
             return None
         _, p, state = max(loaded, key=lambda t: t[0])
         return p, state
-
-
-# --------------------------------------------------------------------------- weights
-# Official containers that hold several networks under a prefix (AT-BSN's distilled checkpoint).
-ROLE_PREFIXES = {"student": "nbsn.", "teacher": "bsn."}
-# Official D-BSN checkpoints: one dict holding the three networks' state dicts.
-ROLE_CONTAINERS = {"net": "state_dict_dbsn", "sigma_mu": "state_dict_sigma_mu", "sigma_n": "state_dict_sigma_n"}
-
-
-def extract_state_dict(obj: Dict[str, Any], role: str, path: str) -> Dict[str, torch.Tensor]:
-    """Accept a training checkpoint, ``{'params': sd}`` (BasicSR), ``{'state_dict': sd}`` or a plain
-    state dict; strip a ``module.`` / ``_orig_mod.`` prefix. From a container whose keys carry the
-    official ``nbsn.`` / ``bsn.`` prefixes, the role's part is taken (student / teacher); from an
-    official D-BSN checkpoint, ``state_dict_dbsn`` / ``_sigma_mu`` / ``_sigma_n`` by role."""
-    if "networks" in obj and isinstance(obj["networks"], dict):
-        nets = obj["networks"]
-        if role in nets:
-            sd = nets[role]
-        elif len(nets) == 1:  # e.g. a stage-1 checkpoint ('net') loaded as the distillation teacher
-            sd = next(iter(nets.values()))
-        else:
-            raise CheckpointError(f"checkpoint '{path}' has networks {sorted(nets)}, not '{role}'")
-    elif any(k in obj for k in ROLE_CONTAINERS.values()):
-        if ROLE_CONTAINERS.get(role) not in obj:
-            raise CheckpointError(f"'{path}' is an official D-BSN checkpoint ({', '.join(k for k in obj if k.startswith('state_dict'))}); "
-                                  f"it has no network for role '{role}' (roles: {', '.join(ROLE_CONTAINERS)})")
-        sd = obj[ROLE_CONTAINERS[role]]
-    elif "params" in obj and isinstance(obj["params"], dict):
-        sd = obj["params"]
-    elif "state_dict" in obj and isinstance(obj["state_dict"], dict):
-        sd = obj["state_dict"]
-    else:
-        sd = obj
-    if not all(isinstance(v, torch.Tensor) for v in sd.values()):
-        raise CheckpointError(f"'{path}' does not hold a state dict of tensors for network '{role}'")
-    prefix = ROLE_PREFIXES.get(role)
-    if prefix and any(k.startswith(prefix) for k in sd):
-        sd = {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
-    out = {}
-    for k, v in sd.items():
-        for prefix in ("module.", "_orig_mod."):
-            if k.startswith(prefix):
-                k = k[len(prefix):]
-        out[k] = v
-    return out
-
-
-def load_network(net: nn.Module, sd: Dict[str, torch.Tensor], strict: bool, source: str) -> None:
-    """Load with a message that lists missing / unexpected / mis-shaped keys."""
-    own = net.state_dict()
-    missing = [k for k in own if k not in sd]
-    unexpected = [k for k in sd if k not in own]
-    shapes = [f"{k}: checkpoint {tuple(sd[k].shape)} vs network {tuple(own[k].shape)}"
-              for k in own if k in sd and sd[k].shape != own[k].shape]
-    if shapes or (strict and (missing or unexpected)):
-        parts = []
-        if missing:
-            parts.append(f"missing keys ({len(missing)}): {', '.join(missing[:8])}{' ...' if len(missing) > 8 else ''}")
-        if unexpected:
-            parts.append(f"unexpected keys ({len(unexpected)}): {', '.join(unexpected[:8])}"
-                         f"{' ...' if len(unexpected) > 8 else ''}")
-        if shapes:
-            parts.append(f"shape mismatches: {'; '.join(shapes[:5])}")
-        raise CheckpointError(
-            f"'{source}' does not fit {type(net).__name__} (is it a checkpoint of another architecture?): "
-            + "; ".join(parts)
-        )
-    net.load_state_dict(sd, strict=strict)

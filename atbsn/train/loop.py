@@ -8,7 +8,7 @@ import shlex
 import subprocess
 import sys
 import time
-from typing import Dict, List, Optional
+from typing import Dict, Optional
 
 import torch
 
@@ -16,12 +16,13 @@ from .. import evaluation
 from ..data import build_eval_loader, build_train_loader
 from ..dist import DistInfo, barrier
 from ..errors import OptionsError, TrainingError
-from ..inference import configure_inference, load_pretrained, resolve_device
 from ..metrics import build_metric
-from ..models import Progress, build_model
+from ..models import Progress
+from ..models.setup import resolve_device, setup_model
 from ..options import dump_options
 from ..utils.logger import TensorBoard, get_logger
-from .checkpoint import CheckpointManager, capture_rng, load_network, restore_rng
+from ..weights import load_network
+from .checkpoint import CheckpointManager, capture_rng, restore_rng
 from .optim import build_optimizer, build_scheduler
 
 
@@ -126,21 +127,12 @@ class Trainer:
             torch.backends.cudnn.benchmark = False
             torch.backends.cudnn.deterministic = True
 
-        self.model = build_model(opt)
-        self.model.check_options(opt)
-        load_pretrained(self.model, opt["path"]["pretrain_network"], opt["path"]["strict_load"], opt["networks"])
-        self.model.init_training()
-        self.model.to(self.device)
-        configure_inference(self.model, opt)
-        if tcfg["channels_last"]:
-            for net in self.model.networks.values():
-                net.to(memory_format=torch.channels_last)
+        self.model = setup_model(opt, self.device, training=True)
         self._wrap_networks(tcfg["compile"])
         self.params = [p for p in self.model.trainable_parameters() if p.requires_grad]
         self.optimizer = build_optimizer(tcfg["optimizer"], self.params)
         self.scheduler = build_scheduler(tcfg["scheduler"], self.optimizer, tcfg["total_iter"])
-        self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, None: None}[tcfg["amp"]]
-        self.model.amp_dtype = self.amp_dtype
+        self.amp_dtype = self.model.amp_dtype
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=tcfg["amp"] == "fp16")
 
         self.loader, self.sampler = build_train_loader(opt["datasets"]["train"], opt["seed"], dist.rank,
@@ -190,6 +182,7 @@ class Trainer:
             "epoch": self.epoch,
             "batch_in_epoch": self.batch_in_epoch,
             "networks": {r: n.state_dict() for r, n in self.model.networks.items()},
+            "model_state": self.model.training_state(),
             "architectures": {r: c["type"] for r, c in self.opt["networks"].items()},
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict() if self.scheduler else None,
@@ -215,6 +208,7 @@ class Trainer:
         if self.scheduler and state.get("scheduler"):
             self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
+        self.model.load_training_state(state.get("model_state") or {})
         restore_rng(state["rng"])
         self.iteration, self.epoch = state["iteration"], state["epoch"]
         self.batch_in_epoch, self.best = state["batch_in_epoch"], state.get("best")

@@ -15,7 +15,7 @@ from torch import optim
 from torch.optim import lr_scheduler
 
 from ..errors import OptionsError
-from ..options import Period, iterations
+from ..utils.periods import Period, iterations
 from ..registry import Registry
 
 OPTIMIZER_REGISTRY = Registry("optimizer")
