@@ -173,19 +173,58 @@ def default_memory_limit_gb() -> float:
     return 8.0
 
 
+# Exact tiles recompute their overlap: tiled work over untiled work, kept at or below this when
+# memory allows (a tile side of about 11.5 overlaps).
+MAX_TILING_WORK = 1.2
+
+
+def tiling_work(h: int, w: int, tile: int, overlap: int, align: int = 1) -> float:
+    """Pixels the network runs on when an h x w image is tiled, over the image's pixels."""
+    if h <= tile and w <= tile:
+        return 1.0
+    rows = sum(min(tile, h - y) for y in tile_starts(h, tile, overlap, align))
+    cols = sum(min(tile, w - x) for x in tile_starts(w, tile, overlap, align))
+    return rows * cols / (h * w)
+
+
+def efficient_tile(overlap: int, align: int) -> int:
+    """The smallest tile side whose tiling work stays under MAX_TILING_WORK on large images."""
+    side = overlap / (1 - MAX_TILING_WORK ** -0.5)
+    return int(-(-side // align) * align)
+
+
 def automatic_tile(model: DenoisingModel, h: int, w: int, limit_gb: Optional[float]) -> Optional[int]:
-    """A tile side when an untiled pass of an h x w image would need more than ``limit_gb``."""
+    """A tile side when an untiled pass of an h x w image would need more than ``limit_gb``: the
+    largest that fits, since a larger tile recomputes less of its overlap."""
     per_pixel = activation_bytes_per_pixel(model)
     need = per_pixel * h * w / 2**30
     limit = default_memory_limit_gb() if limit_gb is None else limit_gb
     if need <= limit:
         return None
-    align = tile_alignment(model)
+    align, overlap = tile_alignment(model), default_overlap(model)
     side = int((limit / 2 * 2**30 / per_pixel) ** 0.5) // align * align
-    side = max(side, 2 * default_overlap(model) + align, 128)
+    side = max(side, 2 * overlap + align, 128)
+    work = tiling_work(h, w, side, overlap, align)
+    short = (f"; tiles of {efficient_tile(overlap, align)} px would stay under {MAX_TILING_WORK}x but do not fit"
+             if work > MAX_TILING_WORK else "")
     print(f"a {w}x{h} image needs about {need:.1f} GB untiled (val.tile.memory_limit_gb {limit:.1f}): "
-          f"denoising it in {side}-px tiles")
+          f"denoising it in {side}-px tiles, {work:.2f}x the untiled work{short}")
     return side
+
+
+_warned_tiles: set = set()
+
+
+def warn_costly_tiles(model: DenoisingModel, h: int, w: int, tile: int, overlap: int) -> None:
+    """One line per tile setting whose recomputed overlaps cost more than MAX_TILING_WORK."""
+    align = tile_alignment(model)
+    work = tiling_work(h, w, tile, overlap, align)
+    key = (type(model.networks[model.inference_role]).__name__, tile, overlap)
+    if work > MAX_TILING_WORK and key not in _warned_tiles:
+        _warned_tiles.add(key)
+        print(f"val.tile.size {tile} with overlap {overlap} runs {work:.1f}x the untiled work on a {w}x{h} image; "
+              f"tiles of at least {efficient_tile(overlap, align)} px (or none, memory permitting) stay under "
+              f"{MAX_TILING_WORK}x")
 
 
 def denoise(model: DenoisingModel, noisy: torch.Tensor, tile: Optional[int] = None,
@@ -195,6 +234,7 @@ def denoise(model: DenoisingModel, noisy: torch.Tensor, tile: Optional[int] = No
     None picks :func:`default_overlap`; ``blend`` cross-fades full-size tiles
     (:func:`denoise_blended`, overlap None: half the tile). Without ``tile``, an image that would
     need more than ``memory_limit_gb`` (None: half the available memory) is tiled anyway."""
+    explicit = bool(tile)
     if not tile and max(noisy.shape[-2:]) > 256:
         tile = automatic_tile(model, *noisy.shape[-2:], memory_limit_gb)
         overlap = None
@@ -205,6 +245,8 @@ def denoise(model: DenoisingModel, noisy: torch.Tensor, tile: Optional[int] = No
         return model.finish(denoise_blended(run, x, tile, overlap), context)
     if tile:
         overlap = default_overlap(model) if overlap is None else overlap
+        if explicit and overlap < tile:
+            warn_costly_tiles(model, *x.shape[-2:], tile, overlap)
         return model.finish(denoise_tiled(run, x, tile, overlap, tile_alignment(model)), context)
     return model.finish(run(x), context)
 

@@ -82,6 +82,8 @@ SCHEMA: Dict[str, Any] = {
         "metrics": Opt(List[str], ["basicsr_rgb"]),
         "best_metric": Opt(str, "psnr"),
         "save_images": Opt(int, 0),
+        # inference in channels_last (weights and input): "auto" = on a CPU, where it measured 1.06-1.8x faster
+        "channels_last": Opt(Union[bool, Literal["auto"]], "auto"),
         "padding": {
             "mode": Opt(Literal["reflect", "replicate", "constant"], "reflect"),
             "square": Opt(bool, False),

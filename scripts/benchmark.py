@@ -235,27 +235,36 @@ def measure_teacher_vs_straightforward(args) -> dict:
 
 
 def measure_full_resolution(args) -> dict:
-    """Peak RSS of denoising a 4000x3000 (12 MP) image, tiled (``--full-res-tile``) and, for
-    comparison, untiled. Each measurement runs in its own process (see main)."""
+    """Peak RSS of denoising a ``--full-res-size`` image (default 4000x3000, 12 MP), tiled
+    (``--full-res-tile``) and, for comparison, untiled; for tiles, the pixels the network ran on
+    over the image's (executed / useful work). Each measurement runs in its own process."""
     import resource
 
     import torch
 
     from atbsn.archs import ARCH_REGISTRY
-    from atbsn.inference import default_overlap, denoise
+    from atbsn.inference import default_overlap, denoise, tile_alignment, tile_starts
     from atbsn.models import Neighbor2Neighbor
 
     torch.manual_seed(0)
     model = Neighbor2Neighbor({"net": ARCH_REGISTRY.get(args.full_res_arch)()})
     model.train(False)
-    x = torch.rand(1, 3, 3000, 4000)
+    h, w = (int(v) for v in args.full_res_size.lower().split("x"))
+    x = torch.rand(1, 3, h, w)
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     tile = args.full_res_tile if args.worker == "fullres_tiled" else None
     t = time.perf_counter()
     out = denoise(model, x, tile, memory_limit_gb=float("inf"))  # untiled means untiled here
     seconds = time.perf_counter() - t
     assert out.shape == x.shape
-    return {"arch": args.full_res_arch, "tile": tile, "overlap": default_overlap(model) if tile else None,
+    work = 1.0
+    if tile and max(h, w) > tile:
+        ov, al = default_overlap(model), tile_alignment(model)
+        rows = [min(tile, h - y) for y in tile_starts(h, tile, ov, al)] if h > tile else [h]
+        cols = [min(tile, w - c) for c in tile_starts(w, tile, ov, al)] if w > tile else [w]
+        work = sum(rows) * sum(cols) / (h * w)
+    return {"arch": args.full_res_arch, "size": f"{w}x{h}", "work_ratio": work,
+            "tile": tile, "overlap": default_overlap(model) if tile else None,
             "seconds": seconds, "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             "rss_growth_mib": (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0) / 1024}
 
@@ -282,6 +291,8 @@ def main() -> int:
     p.add_argument("--full-res", action="store_true", help="also measure 12-MP (4000x3000) inference memory")
     p.add_argument("--full-res-arch", default="ATBSNStudentA")
     p.add_argument("--full-res-tile", type=int, default=512)
+    p.add_argument("--full-res-size", default="3000x4000", help="HxW of the --full-res image")
+    p.add_argument("--full-res-untiled-only", action="store_true", help="--full-res without the tiled run")
     p.add_argument("--methods", nargs="*", default=None, help=f"method training steps to time ({', '.join(METHOD_STEPS)}; default: those "
                    f"whose network is among --archs; none with --no-method-steps)")
     p.add_argument("--method-batch", type=int, default=None, help="override each method step's official batch")
@@ -320,7 +331,7 @@ def main() -> int:
             m for m, spec in METHOD_STEPS.items() if spec[1]["networks"]["net"]["type"] in archs]
         planned += [f"method_{m}" for m in chosen]
     if args.full_res:
-        planned += ["fullres_tiled", "fullres_untiled"]
+        planned += ["fullres_untiled"] if args.full_res_untiled_only else ["fullres_tiled", "fullres_untiled"]
     print(f"{len(planned)} measurements on {machine['device']} ({machine['threads']} threads), median of {args.runs} "
           f"after {args.warmup} warm-up; 3x3 conv {machine['conv3x3_gflops']} GFLOP/s", flush=True)
 
@@ -331,7 +342,8 @@ def main() -> int:
                "--size", str(args.size), "--batch", str(args.batch), "--train-size", str(args.train_size),
                "--train-batch", str(args.train_batch), "--runs", str(args.runs), "--warmup", str(args.warmup),
                "--distill-batch", str(args.distill_batch), "--distill-size", str(args.distill_size),
-               "--full-res-arch", args.full_res_arch, "--full-res-tile", str(args.full_res_tile)]
+               "--full-res-arch", args.full_res_arch, "--full-res-tile", str(args.full_res_tile),
+               "--full-res-size", args.full_res_size]
         for flag, value in (("--method-batch", args.method_batch), ("--method-size", args.method_size)):
             if value:
                 cmd += [flag, str(value)]
@@ -350,7 +362,7 @@ def main() -> int:
     if with_steps:
         method_steps["method_steps"] = [worker(n) for n in planned if n.startswith("method_")]
     if args.full_res:
-        method_steps["full_resolution"] = [worker("fullres_tiled"), worker("fullres_untiled")]
+        method_steps["full_resolution"] = [worker(n) for n in planned if n.startswith("fullres_")]
     os.makedirs(args.out, exist_ok=True)
     result = {"machine": machine, "command": " ".join([os.path.basename(sys.executable)] + sys.argv), "rows": rows,
               **method_steps}
@@ -390,8 +402,9 @@ def main() -> int:
         lines.append(f"\n{r['title']}: one training step at {r['batch']}x{r['size']}², {r['params']:,} trained "
                      f"parameters: {r['step_ms']:.1f} ms")
     for r in method_steps.get("full_resolution", []):
-        how = f"tiled {r['tile']} px, overlap {r['overlap']} px" if r["tile"] else "untiled"
-        lines.append(f"\n12-MP image (4000x3000), {r['arch']}, {how}: {r['seconds']:.1f} s, peak RSS "
+        how = (f"tiled {r['tile']} px, overlap {r['overlap']} px, executed/useful work {r['work_ratio']:.2f}x"
+               if r["tile"] else "untiled")
+        lines.append(f"\n{r['size']} image, {r['arch']}, {how}: {r['seconds']:.1f} s, peak RSS "
                      f"{r['peak_rss_mib']:.0f} MiB (+{r['rss_growth_mib']:.0f} MiB during inference)")
     table = "\n".join(lines)
     with open(os.path.join(args.out, "results.md"), "w") as f:

@@ -107,3 +107,44 @@ def test_cpu_bf16_without_native_support_runs_in_fp32_with_one_line(monkeypatch,
     monkeypatch.setattr(setup, "native_cpu_bf16", lambda: True)
     assert setup.autocast_dtype("bf16", torch.device("cpu")) is torch.bfloat16
     assert setup.autocast_dtype(None, torch.device("cpu")) is None
+
+
+@pytest.mark.parametrize("arch, kwargs, size", [
+    ("N2NUNet", {"n_feature": 8}, (420, 390)),
+    ("ATBSN", {"mid_channels": 8}, (700, 650)),
+    ("ATBSNStudentA", {}, (150, 130)),
+    ("ATBSNStudentB", {}, (220, 200)),
+    ("ATBSNStudentC", {"mid_channels": 8}, (420, 390)),
+    ("CBSN", {"width": 8, "num_modules": 2}, (100, 90)),
+    ("MWCNN", {"widths": [8, 8, 8], "layers": 1}, (160, 140)),
+])
+def test_tiled_equals_untiled_for_every_inference_arch_at_the_default_overlap(arch, kwargs, size):
+    from atbsn.archs import ARCH_REGISTRY
+    from atbsn.inference import default_overlap, denoise, tile_alignment, tiling_work
+    from atbsn.models import ATBSNModel, CBSNModel
+
+    torch.manual_seed(0)
+    net = ARCH_REGISTRY.get(arch)(**kwargs)
+    wrapper = {"ATBSN": ATBSNModel, "CBSN": CBSNModel}.get(arch, Neighbor2Neighbor)
+    model = wrapper({"net": net})
+    model.train(False)
+    channels = getattr(net, "in_channels", 3)
+    x = torch.rand(1, channels, *size, generator=torch.Generator().manual_seed(1))
+    overlap, align = default_overlap(model), tile_alignment(model)
+    tile = -(-(overlap + 2 * align) // align) * align  # the smallest tile: the most seams
+    if arch == "CBSN":
+        tile += 2 * model.inference_pad  # the prepared image carries the reflect padding
+    assert tiling_work(size[0] + (64 if arch == "CBSN" else 0), size[1], tile, overlap, align) > 1.0  # really tiled
+    full = denoise(model, x, memory_limit_gb=float("inf"))
+    tiled = denoise(model, x, tile=tile)
+    assert (tiled - full).abs().max() < 1e-4, (arch, (tiled - full).abs().max().item())
+
+
+def test_tiling_work_and_the_tile_that_keeps_it_under_1_2x():
+    from atbsn.inference import MAX_TILING_WORK, efficient_tile, tiling_work
+
+    assert tiling_work(1024, 1024, 512, 288, 32) == pytest.approx(3.40, abs=0.01)  # student C at 512 px: 3.4x
+    side = efficient_tile(288, 32)
+    assert side == 3328 and tiling_work(3000, 4000, side, 288, 32) <= MAX_TILING_WORK
+    assert tiling_work(3000, 4000, 1024, 28, 4) < 1.05  # student A at the recipe's 1024 px
+    assert tiling_work(500, 500, 512, 288, 32) == 1.0

@@ -22,18 +22,22 @@ SLOPE = 0.1
 
 
 class Conv(nn.Module):
-    """3x3 conv + LeakyReLU(0.1). Blind: the output at row y sees input rows y-2..y only
-    (zero-pad two rows on top instead of one above and one below)."""
+    """3x3 conv + LeakyReLU(0.1). Blind: the output at row y sees input rows y-2..y only (as if
+    two zero rows were padded on top instead of one above and one below). The conv pads two rows
+    at both ends and the last two output rows are dropped: the same numbers as padding a copy of
+    the input first, without the copy."""
 
     def __init__(self, in_channels: int, out_channels: int, blind: bool, bias: bool = True):
         super().__init__()
         self.blind = blind
-        self.conv = nn.Conv2d(in_channels, out_channels, 3, padding=0 if blind else 1, bias=bias)
+        self.conv = nn.Conv2d(in_channels, out_channels, 3, padding=(2, 1) if blind else 1, bias=bias)
+        self.conv.dropped_rows = 2 if blind else 0  # computed and dropped: not counted as the network's MACs
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.conv(x)
         if self.blind:
-            x = F.pad(x, (1, 1, 2, 0))
-        return F.leaky_relu(self.conv(x), SLOPE)
+            y = y[..., : x.shape[-2], :]
+        return F.leaky_relu(y, SLOPE, inplace=not self.blind)  # in place unless y is a slice (a copy then)
 
 
 def shift_down(x: torch.Tensor, rows: int) -> torch.Tensor:
@@ -62,13 +66,12 @@ class EncoderBlock(nn.Module):
 
 
 class DecoderBlock(nn.Module):
+    """Two convs (``conv1`` then ``conv2``); :class:`BlindUNet` calls them itself."""
+
     def __init__(self, in_channels: int, mid_channels: int, out_channels: int, blind: bool, bias: bool):
         super().__init__()
         self.conv1 = Conv(in_channels, mid_channels, blind, bias)
         self.conv2 = Conv(mid_channels, out_channels, blind, bias)
-
-    def forward(self, x):
-        return self.conv2(self.conv1(x))
 
 
 class BlindUNet(nn.Module):
@@ -95,9 +98,16 @@ class BlindUNet(nn.Module):
             h = pool(getattr(self, f"enc{i}")(h), self.blind)
             skips.append(h)
         h = upsample(self.enc6(h))
-        for i, skip in zip((5, 4, 3, 2), reversed(skips[:4])):
-            h = upsample(getattr(self, f"dec{i}")(torch.cat([h, skip], 1)))
-        return self.dec1(torch.cat([h, x], 1))
+        # Decoders run inline, rebinding h, so that each input is freed once used: at full
+        # resolution a block call would hold its input, the concatenation and both outputs at once.
+        for i, skip in zip((5, 4, 3, 2, 1), [*reversed(skips[:4]), x]):
+            block = getattr(self, f"dec{i}")
+            h = torch.cat([h, skip], 1)
+            h = block.conv1(h)
+            h = block.conv2(h)
+            if i > 1:
+                h = upsample(h)
+        return h
 
 
 def init_kaiming(module: nn.Module) -> None:
@@ -210,10 +220,35 @@ class ATBSN(nn.Module):
             out.append(self.nin_C(h))
         return out
 
+    def lean_forward(self, x: torch.Tensor, hole_size: int, stripe_pixels: int = 1 << 18) -> torch.Tensor:
+        """``head(features(x), k)`` without autograd in about a quarter of the memory: one rotation
+        through the U-Net at a time, each branch kept only un-rotated and shifted (96 channels),
+        and the 1x1 head run on stripes of rows (1x1 convs act per pixel, so stripes are exact).
+        The batched graph holds the four rotations' U-Net activations and three 384-channel copies."""
+        s = self.shift_for(hole_size)
+        if s >= min(x.shape[-2:]):
+            raise OptionsError(f"hole_size {hole_size} (shift {s}) is too large for a {min(x.shape[-2:])}-pixel side")
+        branches = []
+        for k in ROTATIONS:
+            f = self.unet(torch.rot90(x, k, dims=(-2, -1)))
+            branches.append(torch.rot90(shift_down(f, s), -k, dims=(-2, -1)))
+            del f
+        n, _, h, w = branches[0].shape
+        out = branches[0].new_empty(n, self.out_channels, h, w)
+        rows = max(1, stripe_pixels // w)
+        for y in range(0, h, rows):
+            t = torch.cat([b[..., y:y + rows, :] for b in branches], 1)
+            t = F.leaky_relu(self.nin_A(t), SLOPE, inplace=True)
+            t = F.leaky_relu(self.nin_B(t), SLOPE, inplace=True)
+            out[..., y:y + rows, :] = self.nin_C(t)
+        return out
+
     def forward(self, x: torch.Tensor, hole_size: int | None = None) -> torch.Tensor:
         k = self.hole_size if hole_size is None else hole_size
         h, w = x.shape[-2:]
+        lean = not torch.is_grad_enabled()  # inference: same maths, a quarter of the memory
         if h % 32 or w % 32:
-            out = self.head(self.features(pad_bottom_right(x, 32, self.pad_mode)), k)
+            padded = pad_bottom_right(x, 32, self.pad_mode)
+            out = self.lean_forward(padded, k) if lean else self.head(self.features(padded), k)
             return out[..., :h, :w]
-        return self.head(self.features(x), k)
+        return self.lean_forward(x, k) if lean else self.head(self.features(x), k)

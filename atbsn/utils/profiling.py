@@ -1,7 +1,9 @@
 """Parameter and multiply-accumulate counts of a network, by forward hooks on its layers.
 
 MACs count convolutions, transposed convolutions and linear layers (the specs' convention);
-activations, pooling and additions are not counted.
+activations, pooling and additions are not counted. A conv whose module drops some output rows
+(``dropped_rows``, e.g. AT-BSN's blind conv: padding in the conv, then a slice) counts only the
+rows it delivers, so the count is the network's and does not depend on how a shift is implemented.
 """
 from __future__ import annotations
 
@@ -21,7 +23,9 @@ def count_macs(net: nn.Module, inputs: torch.Tensor, forward: Optional[Callable]
 
     def conv_hook(m: nn.Conv2d, inp, out):
         k = m.kernel_size[0] * m.kernel_size[1]
-        total[0] += out.numel() * (m.in_channels // m.groups) * k
+        rows = out.shape[-2]
+        kept = (rows - getattr(m, "dropped_rows", 0)) / rows
+        total[0] += round(out.numel() * kept) * (m.in_channels // m.groups) * k
 
     def deconv_hook(m: nn.ConvTranspose2d, inp, out):
         k = m.kernel_size[0] * m.kernel_size[1]
