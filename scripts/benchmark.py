@@ -249,6 +249,9 @@ def measure_full_resolution(args) -> dict:
     torch.manual_seed(0)
     model = Neighbor2Neighbor({"net": ARCH_REGISTRY.get(args.full_res_arch)()})
     model.train(False)
+    if args.channels_last:  # as valid.py / test.py run on a CPU by default (val.channels_last: auto)
+        model.channels_last = True
+        model.networks.to(memory_format=torch.channels_last)
     h, w = (int(v) for v in args.full_res_size.lower().split("x"))
     x = torch.rand(1, 3, h, w)
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -263,7 +266,7 @@ def measure_full_resolution(args) -> dict:
         rows = [min(tile, h - y) for y in tile_starts(h, tile, ov, al)] if h > tile else [h]
         cols = [min(tile, w - c) for c in tile_starts(w, tile, ov, al)] if w > tile else [w]
         work = sum(rows) * sum(cols) / (h * w)
-    return {"arch": args.full_res_arch, "size": f"{w}x{h}", "work_ratio": work,
+    return {"arch": args.full_res_arch, "size": f"{w}x{h}", "work_ratio": work, "channels_last": args.channels_last,
             "tile": tile, "overlap": default_overlap(model) if tile else None,
             "seconds": seconds, "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             "rss_growth_mib": (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0) / 1024}
@@ -293,6 +296,7 @@ def main() -> int:
     p.add_argument("--full-res-tile", type=int, default=512)
     p.add_argument("--full-res-size", default="3000x4000", help="HxW of the --full-res image")
     p.add_argument("--full-res-untiled-only", action="store_true", help="--full-res without the tiled run")
+    p.add_argument("--channels-last", action="store_true", help="--full-res in channels_last (weights and input)")
     p.add_argument("--methods", nargs="*", default=None, help=f"method training steps to time ({', '.join(METHOD_STEPS)}; default: those "
                    f"whose network is among --archs; none with --no-method-steps)")
     p.add_argument("--method-batch", type=int, default=None, help="override each method step's official batch")
@@ -343,7 +347,7 @@ def main() -> int:
                "--train-batch", str(args.train_batch), "--runs", str(args.runs), "--warmup", str(args.warmup),
                "--distill-batch", str(args.distill_batch), "--distill-size", str(args.distill_size),
                "--full-res-arch", args.full_res_arch, "--full-res-tile", str(args.full_res_tile),
-               "--full-res-size", args.full_res_size]
+               "--full-res-size", args.full_res_size] + (["--channels-last"] if args.channels_last else [])
         for flag, value in (("--method-batch", args.method_batch), ("--method-size", args.method_size)):
             if value:
                 cmd += [flag, str(value)]
@@ -403,7 +407,7 @@ def main() -> int:
                      f"parameters: {r['step_ms']:.1f} ms")
     for r in method_steps.get("full_resolution", []):
         how = (f"tiled {r['tile']} px, overlap {r['overlap']} px, executed/useful work {r['work_ratio']:.2f}x"
-               if r["tile"] else "untiled")
+               if r["tile"] else "untiled") + (", channels_last" if r.get("channels_last") else "")
         lines.append(f"\n{r['size']} image, {r['arch']}, {how}: {r['seconds']:.1f} s, peak RSS "
                      f"{r['peak_rss_mib']:.0f} MiB (+{r['rss_growth_mib']:.0f} MiB during inference)")
     table = "\n".join(lines)

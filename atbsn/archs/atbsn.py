@@ -220,10 +220,12 @@ class ATBSN(nn.Module):
             out.append(self.nin_C(h))
         return out
 
-    def lean_forward(self, x: torch.Tensor, hole_size: int, stripe_pixels: int = 1 << 18) -> torch.Tensor:
+    def lean_forward(self, x: torch.Tensor, hole_size: int, stripes: int = 16) -> torch.Tensor:
         """``head(features(x), k)`` without autograd in about a quarter of the memory: one rotation
         through the U-Net at a time, each branch kept only un-rotated and shifted (96 channels),
-        and the 1x1 head run on stripes of rows (1x1 convs act per pixel, so stripes are exact).
+        and the 1x1 head run on ``stripes`` stripes of rows (1x1 convs act per pixel, so stripes are
+        exact; a fixed count keeps memory per pixel the same at every size, as the tiling's memory
+        estimate on a small probe assumes).
         The batched graph holds the four rotations' U-Net activations and three 384-channel copies."""
         s = self.shift_for(hole_size)
         if s >= min(x.shape[-2:]):
@@ -235,7 +237,7 @@ class ATBSN(nn.Module):
             del f
         n, _, h, w = branches[0].shape
         out = branches[0].new_empty(n, self.out_channels, h, w)
-        rows = max(1, stripe_pixels // w)
+        rows = max(1, -(-h // stripes))
         for y in range(0, h, rows):
             t = torch.cat([b[..., y:y + rows, :] for b in branches], 1)
             t = F.leaky_relu(self.nin_A(t), SLOPE, inplace=True)
