@@ -134,7 +134,7 @@ def _test(argv: List[str]) -> int:
     from .errors import DataError, OptionsError
     from .inference import denoise
     from .options import load_options
-    from .utils.image import is_image_file, list_images, read_image, to_tensor, write_image
+    from .utils.image import is_image_file, list_images, read_image, to_tensor, writable_folder, write_image
 
     opt = load_options(args.opt, args.set)
     test_cfg = opt["datasets"].get("test") or {}
@@ -157,12 +157,7 @@ def _test(argv: List[str]) -> int:
     else:
         raise OptionsError(f"{opt['_source']}: give --input FILE_OR_DIR or set datasets.test.root")
     out_dir = args.output or os.path.join(opt["path"]["results_root"], opt["name"], "images")
-    try:
-        os.makedirs(out_dir, exist_ok=True)
-    except OSError as err:
-        raise DataError(f"cannot create output folder '{out_dir}': {err.strerror}") from None
-    if not os.access(out_dir, os.W_OK):
-        raise DataError(f"output folder '{out_dir}' is not writable")
+    writable_folder(out_dir)
 
     outputs = planned_outputs(paths, out_dir, opt["test"]["suffix"])
     model = _load_for_eval(opt)

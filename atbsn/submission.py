@@ -16,7 +16,7 @@ from typing import Dict, Optional
 import numpy as np
 
 from .errors import DataError
-from .utils.image import quantize
+from .utils.image import quantize, writable_folder
 
 SIDD_CSV = "SubmitSrgb.csv"
 SIDD_MAT = "SubmitSrgb.mat"
@@ -121,10 +121,7 @@ def write_submission(opt: dict, test_cfg: dict, out_dir: str, overwrite: bool, l
     dataset = build_dataset(test_cfg, where="datasets.test")
     is_sidd = test_cfg["type"] == "SIDDBlocksDataset"
     names = [SIDD_CSV, SIDD_MAT] if is_sidd else dnd_bundle_names()
-    try:
-        os.makedirs(out_dir, exist_ok=True)
-    except OSError as err:
-        raise DataError(f"cannot create output folder '{out_dir}': {err.strerror}") from None
+    writable_folder(out_dir)
     refuse_existing(out_dir, names, overwrite)
     if is_sidd and len(dataset) != 1280:
         raise DataError(f"a SIDD submission needs all 1280 blocks, the dataset has {len(dataset)} "

@@ -16,8 +16,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("src")
-    p.add_argument("dst")
+    p.add_argument("src", help="the TF checkpoint prefix (PREFIX.index + PREFIX.data-*)")
+    p.add_argument("dst", help="the PyTorch state dict to write (.pth)")
     p.add_argument("--width", type=int, default=128)
     p.add_argument("--num-modules", type=int, default=9)
     p.add_argument("--overwrite", action="store_true")

@@ -16,10 +16,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("src")
-    p.add_argument("dst")
-    p.add_argument("--min-side", type=int, default=256)
-    p.add_argument("--max-side", type=int, default=512)
+    p.add_argument("src", help="folder of ImageNet validation images")
+    p.add_argument("dst", help="output folder (existing outputs are kept: the script restarts)")
+    p.add_argument("--min-side", type=int, default=256, help="keep images whose shorter side is at least this")
+    p.add_argument("--max-side", type=int, default=512, help="... and at most this")
     args = p.parse_args()
 
     import cv2

@@ -8,12 +8,15 @@ DCM0/conv1/kernel`` -> ``B1.DCM0.conv1.weight``) so the converter is a rename pl
 """
 from __future__ import annotations
 
+import functools
 import math
 import os
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from .common import same_conv
 
 
 def _tf_he_init(conv: nn.Conv2d) -> None:
@@ -25,10 +28,7 @@ def _tf_he_init(conv: nn.Conv2d) -> None:
     nn.init.zeros_(conv.bias)
 
 
-def _conv(cin: int, cout: int, k: int = 1, dilation: int = 1) -> nn.Conv2d:
-    conv = nn.Conv2d(cin, cout, k, padding=dilation * (k // 2), dilation=dilation)
-    _tf_he_init(conv)
-    return conv
+_conv = functools.partial(same_conv, init=_tf_he_init)
 
 
 class ConditionalMaskedConv2d(nn.Conv2d):

@@ -11,11 +11,14 @@ once the ``module.`` prefix is dropped.
 """
 from __future__ import annotations
 
+import functools
 from typing import Literal, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from .common import same_conv
 
 
 def _kaiming(module: nn.Module, keep_bias: bool = False) -> None:
@@ -24,10 +27,7 @@ def _kaiming(module: nn.Module, keep_bias: bool = False) -> None:
         nn.init.zeros_(module.bias)
 
 
-def conv(cin: int, cout: int, k: int = 1, dilation: int = 1) -> nn.Conv2d:
-    c = nn.Conv2d(cin, cout, k, padding=dilation * (k // 2), dilation=dilation)
-    _kaiming(c)
-    return c
+conv = functools.partial(same_conv, init=_kaiming)
 
 
 class CentreMaskedConv2d(nn.Conv2d):

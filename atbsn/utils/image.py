@@ -117,6 +117,17 @@ def quantize(x: np.ndarray, bit_depth: int = 8, mode: RoundingMode = "half_even"
     return np.mod(v.astype(np.int64), int(peak) + 1).astype(dtype)
 
 
+def writable_folder(folder: str) -> str:
+    """Create ``folder`` if needed; one clear error when that fails or it cannot be written."""
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as err:
+        raise DataError(f"cannot create output folder '{folder}': {err.strerror}") from None
+    if not os.access(folder, os.W_OK):
+        raise DataError(f"output folder '{folder}' is not writable")
+    return folder
+
+
 def write_image(path: str, img: np.ndarray, bit_depth: int = 8) -> None:
     """Write a float [0,1] HWC (or already-quantised) image as PNG/TIFF/..."""
     cv2 = _cv2()
@@ -124,13 +135,7 @@ def write_image(path: str, img: np.ndarray, bit_depth: int = 8) -> None:
         img = quantize(img, bit_depth)
     if img.ndim == 3 and img.shape[2] == 3:
         img = img[:, :, ::-1]
-    folder = os.path.dirname(os.path.abspath(path))
-    try:
-        os.makedirs(folder, exist_ok=True)
-    except OSError as err:
-        raise DataError(f"cannot create output folder '{folder}': {err.strerror}") from None
-    if not os.access(folder, os.W_OK):
-        raise DataError(f"output folder '{folder}' is not writable")
+    writable_folder(os.path.dirname(os.path.abspath(path)))
     if not cv2.imwrite(path, np.ascontiguousarray(img)):
         raise DataError(f"could not write image '{path}' (unsupported extension or unwritable folder)")
 
