@@ -162,3 +162,11 @@ def test_test_py_on_a_12_megapixel_image_keeps_memory_bounded(tmp_path, image_fo
     from atbsn.utils.image import read_image
 
     assert read_image(str(tmp_path / "out" / "big.png"))[0].shape == (3000, 4000, 3)
+
+
+def test_peak_memory_reports_the_process_tree_peak():
+    code, out, err = run_cli("scripts/peak_memory.py", "--", "python", "-c",
+                             "import time; x = bytearray(400 * 2**20); x[::4096] = b'1' * len(x[::4096]); time.sleep(1)")
+    assert code == 0, err
+    m = re.search(r"process-tree peak RSS ([\d.]+) GiB", err)
+    assert m and 0.35 < float(m.group(1)) < 2.0, err
