@@ -170,3 +170,24 @@ def test_peak_memory_reports_the_process_tree_peak():
     assert code == 0, err
     m = re.search(r"process-tree peak RSS ([\d.]+) GiB", err)
     assert m and 0.35 < float(m.group(1)) < 2.0, err
+
+
+def test_benchmark_official_side_by_side_mode(tmp_path):
+    """--official PATH imports PATH/codes/models/modules/arch_atbsn.py (here a stand-in that
+    subclasses our networks: the official code is never part of this repository)."""
+    modules = tmp_path / "official" / "codes" / "models" / "modules"
+    modules.mkdir(parents=True)
+    (modules / "arch_atbsn.py").write_text("from atbsn.archs import ATBSN as _T, ATBSNStudentC as _C\n"
+                                          "class ATBSN(_T):\n    pass\n\nclass N_BSN(_C):\n    pass\n")
+    code, out, err = run_cli("scripts/benchmark.py", "--archs", "ATBSNStudentA", "--size", "32", "--train-size", "32",
+                             "--train-batch", "1", "--runs", "1", "--warmup", "0", "--official",
+                             str(tmp_path / "official"), "--out", str(tmp_path / "out"))
+    assert code == 0, err
+    rows = {r["case"]: r for r in json.load(open(tmp_path / "out" / "results.json"))["official"]}
+    assert set(rows) == {"teacher forward", "teacher train step", "student C forward"}
+    assert rows["teacher forward"]["max_rel_diff"] < 1e-5 and rows["student C forward"]["max_rel_diff"] == 0.0
+    assert all(r["ours_ms"] > 0 and r["official_ms"] > 0 for r in rows.values())
+    assert "| teacher train step |" in out
+    code, _, err = run_cli("scripts/benchmark.py", "--archs", "ATBSNStudentA", "--size", "32", "--runs", "1",
+                           "--official", str(tmp_path / "nowhere"), "--out", str(tmp_path / "out"))
+    assert code != 0 and "arch_atbsn.py not found" in err
