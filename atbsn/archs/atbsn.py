@@ -185,9 +185,12 @@ class ATBSN(nn.Module):
         """super_shift, un-rotate (blocks then look up, left, down, right) and the 1x1 head."""
         s = self.shift_within(hole_size, features)
         h = torch.cat([torch.rot90(shift_down(f, s), -k, dims=(-2, -1)) for f, k in zip(features, ROTATIONS)], 1)
-        h = F.leaky_relu(self.nin_A(h), SLOPE)
-        h = F.leaky_relu(self.nin_B(h), SLOPE)
-        return self.nin_C(h)
+        return self.head_tail(self.nin_A(h))
+
+    def head_tail(self, a: torch.Tensor) -> torch.Tensor:
+        """The head after ``nin_A`` (``a``: its output, before the activation; overwritten)."""
+        h = F.leaky_relu(a, SLOPE, inplace=True)
+        return self.nin_C(F.leaky_relu(self.nin_B(h), SLOPE, inplace=True))
 
     def heads(self, features: Sequence[torch.Tensor], hole_sizes: Sequence[int]) -> List[torch.Tensor]:
         """``[head(features, k) for k in hole_sizes]`` for the price of about one ``nin_A``.
@@ -216,8 +219,7 @@ class ATBSN(nn.Module):
                 h += left + right
             if self.nin_A.bias is not None:
                 h += self.nin_A.bias.view(1, -1, 1, 1)
-            h = F.leaky_relu(self.nin_B(F.leaky_relu(h, SLOPE)), SLOPE)
-            out.append(self.nin_C(h))
+            out.append(self.head_tail(h))
         return out
 
     def lean_forward(self, x: torch.Tensor, hole_size: int, stripes: int = 16) -> torch.Tensor:
@@ -239,10 +241,8 @@ class ATBSN(nn.Module):
         out = branches[0].new_empty(n, self.out_channels, h, w)
         rows = max(1, -(-h // stripes))
         for y in range(0, h, rows):
-            t = torch.cat([b[..., y:y + rows, :] for b in branches], 1)
-            t = F.leaky_relu(self.nin_A(t), SLOPE, inplace=True)
-            t = F.leaky_relu(self.nin_B(t), SLOPE, inplace=True)
-            out[..., y:y + rows, :] = self.nin_C(t)
+            stripe = torch.cat([b[..., y:y + rows, :] for b in branches], 1)
+            out[..., y:y + rows, :] = self.head_tail(self.nin_A(stripe))
         return out
 
     def forward(self, x: torch.Tensor, hole_size: int | None = None) -> torch.Tensor:
