@@ -234,64 +234,6 @@ def measure_teacher_vs_straightforward(args) -> dict:
     return out
 
 
-def measure_against_official(path: str, args) -> list:
-    """Side by side with a checkout of the official AT-BSN code (github.com/hnmizuho/AT-BSN) at
-    ``path``: the same weights in both, outputs compared, times interleaved in this one process
-    (official, ours, official, ours ...) so both see the same machine state. Nothing of the
-    official code is copied: its file is imported from ``path``."""
-    import importlib.util
-
-    import torch
-    import torch.nn.functional as F
-
-    from atbsn.archs import ATBSN, ATBSNStudentC
-
-    file = os.path.join(path, "codes", "models", "modules", "arch_atbsn.py")
-    if not os.path.isfile(file):
-        sys.exit(f"--official: {file} not found (expected a checkout of hnmizuho/AT-BSN)")
-    spec = importlib.util.spec_from_file_location("official_arch_atbsn", file)
-    official = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(official)
-    torch.manual_seed(0)
-    pairs = {"teacher": (official.ATBSN(), ATBSN()), "student C": (official.N_BSN(), ATBSNStudentC())}
-    for theirs, ours in pairs.values():
-        ours.load_state_dict(theirs.state_dict())  # the official keys load as they are
-    x = torch.rand(args.batch, 3, args.size, args.size) * 255
-    crops = torch.rand(args.train_batch, 3, args.train_size, args.train_size) * 255
-
-    def forward(net, teacher):
-        with torch.no_grad():
-            return net(x, hole_size=3) if teacher else net(x)
-
-    def train_step(net):
-        net.zero_grad(set_to_none=True)
-        F.l1_loss(net(crops, hole_size=9), crops).backward()
-
-    cases = [("teacher forward", lambda n: forward(n, True), "teacher"),
-             ("teacher train step", train_step, "teacher"),
-             ("student C forward", lambda n: forward(n, False), "student C")]
-    rows = []
-    for title, fn, key in cases:
-        theirs, ours = pairs[key]
-        diff = None
-        if "forward" in title:
-            a, b = fn(theirs), fn(ours)
-            diff = ((a - b).abs().max() / a.abs().max()).item()
-        for _ in range(args.warmup):
-            fn(theirs), fn(ours)
-        t_theirs, t_ours = [], []
-        for _ in range(args.runs):
-            for net, store in ((theirs, t_theirs), (ours, t_ours)):
-                t = time.perf_counter()
-                fn(net)
-                store.append(time.perf_counter() - t)
-        rows.append({"case": title, "official_ms": statistics.median(t_theirs) * 1e3,
-                     "ours_ms": statistics.median(t_ours) * 1e3, "max_rel_diff": diff})
-        rows[-1]["ratio"] = rows[-1]["ours_ms"] / rows[-1]["official_ms"]
-        print(f"official {title}: ours/official {rows[-1]['ratio']:.2f}", flush=True)
-    return rows
-
-
 def measure_full_resolution(args) -> dict:
     """Peak RSS of denoising a ``--full-res-size`` image (default 4000x3000, 12 MP), tiled
     (``--full-res-tile``) and, for comparison, untiled; for tiles, the pixels the network ran on
@@ -359,8 +301,11 @@ def main() -> int:
                    f"whose network is among --archs; none with --no-method-steps)")
     p.add_argument("--method-batch", type=int, default=None, help="override each method step's official batch")
     p.add_argument("--method-size", type=int, default=None, help="override each method step's official crop")
-    p.add_argument("--official", metavar="PATH", help="also time AT-BSN side by side with a checkout of the official "
-                   "code (hnmizuho/AT-BSN) at PATH, interleaved in this process")
+    p.add_argument("--official", metavar="PATH", nargs="+", help="also time side by side with checkouts of the official "
+                   "code (hnmizuho/AT-BSN, TaoHuang2018/Neighbor2Neighbor, XHWXD/DBSN; each recognised by its layout), "
+                   "interleaved in this process")
+    p.add_argument("--n2n-batch", type=int, default=4, help="--official N2N training step batch (official: 4)")
+    p.add_argument("--n2n-size", type=int, default=256, help="--official N2N training step crop (official: 256)")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     args = p.parse_args()
 
@@ -379,9 +324,10 @@ def main() -> int:
     from atbsn.archs import ARCH_REGISTRY
     from atbsn.inference import resolve_device
 
-    official_file = os.path.join(args.official or "", "codes", "models", "modules", "arch_atbsn.py")
-    if args.official and not os.path.isfile(official_file):  # before anything is measured
-        sys.exit(f"--official: {official_file} not found (expected a checkout of hnmizuho/AT-BSN)")
+    import benchmark_official
+
+    for path in args.official or []:  # before anything is measured
+        benchmark_official.identify(path)
     archs = args.archs or (ARCH_REGISTRY.names() if args.all else list(QUICK_ARCHS))
     with_steps = (args.all or args.method_steps or args.methods is not None) and not args.no_method_steps
     device = resolve_device(args.device)
@@ -431,7 +377,7 @@ def main() -> int:
     if args.full_res:
         method_steps["full_resolution"] = [worker(n) for n in planned if n.startswith("fullres_")]
     if args.official:
-        method_steps["official"] = measure_against_official(args.official, args)
+        method_steps["official"] = benchmark_official.measure(args.official, args)
     os.makedirs(args.out, exist_ok=True)
     result = {"machine": machine, "command": " ".join([os.path.basename(sys.executable)] + sys.argv), "rows": rows,
               **method_steps}
@@ -476,14 +422,9 @@ def main() -> int:
         lines.append(f"\n{r['size']} image, {r['arch']}, {how}: {r['seconds']:.1f} s, peak RSS "
                      f"{r['peak_rss_mib']:.0f} MiB (+{r['rss_growth_mib']:.0f} MiB during inference)")
     if method_steps.get("official"):
-        lines += ["", f"Side by side with the official AT-BSN code ({args.official}), same weights, interleaved in one "
-                      f"process, median of {args.runs} after {args.warmup} warm-up (inference {args.size}² x{args.batch}, "
-                      f"train step {args.train_batch}x{args.train_size}²):", "",
-                  "| case | official ms | ours ms | ours / official | max output difference (relative) |",
-                  "|---|---:|---:|---:|---:|"]
-        for r in method_steps["official"]:
-            d = "-" if r["max_rel_diff"] is None else f"{r['max_rel_diff']:.1e}"
-            lines.append(f"| {r['case']} | {r['official_ms']:.1f} | {r['ours_ms']:.1f} | {r['ratio']:.2f} | {d} |")
+        lines += ["", f"Side by side with the official code ({', '.join(args.official)}), same weights, interleaved in "
+                      f"one process, median of {args.runs} after {args.warmup} warm-up:", "",
+                  *benchmark_official.markdown(method_steps["official"])]
     table = "\n".join(lines)
     with open(os.path.join(args.out, "results.md"), "w") as f:
         f.write(table + "\n")

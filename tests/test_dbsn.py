@@ -29,17 +29,18 @@ def test_parameter_counts_of_the_official_shapes():
         [865, 3265, 3395, 3494]
     mw = MWCNN()
     assert count(mw) == 16145892
-    assert {n for n, p in mw.named_parameters() if not p.requires_grad} == {
-        f"{k}.weight" for k in ("dwt1", "iwt1", "dwt2", "iwt2", "dwt3", "iwt3")}
+    assert {n for n, p in mw.named_parameters() if not p.requires_grad} == {"DWT.weight", "IWT.weight"}
+    assert "level3_next.block.6.weight" in mw.state_dict()  # the released gray MWCNN's keys
 
 
 def test_haar_transform_is_interleaved_and_perfectly_invertible():
     x = torch.randn(2, 3, 8, 12)
-    coeffs = HaarDWT(3)(x)
+    coeffs = HaarDWT()(x)
     assert coeffs.shape == (2, 12, 4, 6)
     cell = x[0, 1, :2, :2]
     assert torch.allclose(coeffs[0, 4, 0, 0], cell.sum() / 2)  # channel 1's LL comes 5th
-    assert torch.allclose(HaarDWT(3, inverse=True)(coeffs), x, atol=1e-6)
+    assert torch.allclose(coeffs[0, 5, 0, 0], (cell[0].sum() - cell[1].sum()) / 2)  # LH: as released (180 deg)
+    assert torch.allclose(HaarDWT(inverse=True)(coeffs), x, atol=1e-6)
 
 
 def lattice_hidden(radius: int, mask_radius: int, dilation: int, blocks: int) -> set:

@@ -172,22 +172,86 @@ def test_peak_memory_reports_the_process_tree_peak():
     assert m and 0.35 < float(m.group(1)) < 2.0, err
 
 
+STAND_INS = {  # the official checkouts' files that --official imports, as stand-ins built on our networks
+    "codes/models/modules/arch_atbsn.py": """
+import torch
+from atbsn.archs import ATBSN, ATBSNStudentC as N_BSN
+
+class DoubleNet(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.nbsn, self.bsn = N_BSN(), ATBSN()
+
+    def forward(self, x, hole_size, mode):
+        with torch.no_grad():
+            targets = [self.bsn(x, k) for k in hole_size]
+        return self.nbsn(x), targets
+""",
+    "arch_unet.py": """
+from atbsn.archs import N2NUNet
+
+class UNet(N2NUNet):
+    def __init__(self, in_nc, out_nc, n_feature):
+        super().__init__(in_nc, out_nc, n_feature)
+""",
+    "train.py": """
+import torchvision  # never imported by --official: only these functions are
+def space_to_depth(x, block_size):
+    return x
+def generate_mask_pair(img):
+    return 0, 1
+def generate_subimages(img, mask):
+    return img[..., mask::2, ::2]
+""",
+    "dbsn_color/net/__init__.py": "",
+    "dbsn_color/util/__init__.py": "",
+    "dbsn_color/net/backbone_net.py": """
+from atbsn.archs import DBSN
+from util import marker  # the official files import the checkout's own top-level packages
+
+def DBSN_Model(in_ch, out_ch, mid_ch, *rest):
+    return DBSN(in_ch, out_ch, mid_ch)
+""",
+    "dbsn_color/util/marker.py": "",
+    "dbsn_color/net/sigma_net.py": """
+from atbsn.archs import DBSNSigmaMu, DBSNSigmaN
+
+def Sigma_mu_Net(in_ch, out_ch, mid_ch, layers, kernel_size, bias):
+    return DBSNSigmaMu(in_ch, out_ch, mid_ch, layers)
+
+def Sigma_n_Net(in_ch, out_ch, mid_ch, layers, kernel_size, bias):
+    return DBSNSigmaN(in_ch, out_ch, mid_ch, layers, variant="color")
+""",
+    "dbsn_gray/net/mwcnn_gray.py": "from atbsn.archs import MWCNN\n",
+}
+
+
 def test_benchmark_official_side_by_side_mode(tmp_path):
-    """--official PATH imports PATH/codes/models/modules/arch_atbsn.py (here a stand-in that
-    subclasses our networks: the official code is never part of this repository)."""
-    modules = tmp_path / "official" / "codes" / "models" / "modules"
-    modules.mkdir(parents=True)
-    (modules / "arch_atbsn.py").write_text("from atbsn.archs import ATBSN as _T, ATBSNStudentC as _C\n"
-                                          "class ATBSN(_T):\n    pass\n\nclass N_BSN(_C):\n    pass\n")
+    """--official PATH ... recognises each official checkout by its layout and imports its files
+    (here stand-ins built on our networks: the official code is never part of this repository)."""
+    repos = {"atbsn": ["codes/models/modules/arch_atbsn.py"], "n2n": ["arch_unet.py", "train.py"],
+             "dbsn": [f for f in STAND_INS if f.startswith("dbsn_")]}
+    for repo, files in repos.items():
+        for f in files:
+            (tmp_path / repo / f).parent.mkdir(parents=True, exist_ok=True)
+            (tmp_path / repo / f).write_text(STAND_INS[f])
     code, out, err = run_cli("scripts/benchmark.py", "--archs", "ATBSNStudentA", "--size", "32", "--train-size", "32",
-                             "--train-batch", "1", "--runs", "1", "--warmup", "0", "--official",
-                             str(tmp_path / "official"), "--out", str(tmp_path / "out"))
+                             "--train-batch", "1", "--distill-batch", "1", "--distill-size", "32", "--n2n-batch", "1",
+                             "--n2n-size", "64", "--runs", "1", "--warmup", "0", "--official",
+                             *(str(tmp_path / r) for r in repos), "--out", str(tmp_path / "out"))
     assert code == 0, err
-    rows = {r["case"]: r for r in json.load(open(tmp_path / "out" / "results.json"))["official"]}
-    assert set(rows) == {"teacher forward", "teacher train step", "student C forward"}
-    assert rows["teacher forward"]["max_rel_diff"] < 1e-5 and rows["student C forward"]["max_rel_diff"] == 0.0
-    assert all(r["ours_ms"] > 0 and r["official_ms"] > 0 for r in rows.values())
-    assert "| teacher train step |" in out
+    rows = json.load(open(tmp_path / "out" / "results.json"))["official"]
+    assert [(r["repo"], r["case"].split(",")[0]) for r in rows] == [
+        ("hnmizuho/AT-BSN", "teacher forward"), ("hnmizuho/AT-BSN", "teacher train step"),
+        ("hnmizuho/AT-BSN", "distillation step"), ("hnmizuho/AT-BSN", "student C forward"),
+        ("TaoHuang2018/Neighbor2Neighbor", "UNet forward"), ("TaoHuang2018/Neighbor2Neighbor", "training step"),
+        ("XHWXD/DBSN", "D-BSN colour forward (backbone"), ("XHWXD/DBSN", "D-BSN mu pre-training step"),
+        ("XHWXD/DBSN", "MWCNN (gray student) forward")]
+    compared = {r["case"].split(",")[0]: r["max_rel_diff"] for r in rows if r["max_rel_diff"] is not None}
+    assert compared["teacher forward"] < 1e-5 and compared["distillation step"] < 1e-5  # same maths, other order
+    assert compared["student C forward"] == compared["UNet forward"] == compared["MWCNN (gray student) forward"] == 0
+    assert all(r["ours_ms"] > 0 and r["official_ms"] > 0 for r in rows)
+    assert "| XHWXD/DBSN | D-BSN mu pre-training step" in out
     code, _, err = run_cli("scripts/benchmark.py", "--archs", "ATBSNStudentA", "--size", "32", "--runs", "1",
                            "--official", str(tmp_path / "nowhere"), "--out", str(tmp_path / "out"))
-    assert code != 0 and "arch_atbsn.py not found" in err
+    assert code != 0 and "is no known official checkout" in err and "arch_unet.py (TaoHuang2018/Neighbor2Neighbor)" in err
