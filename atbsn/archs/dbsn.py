@@ -60,7 +60,7 @@ class InceptionBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = torch.cat([self.inception_br1(x), self.inception_br2(x), self.inception_br3(x)], dim=1)
-        return self.middle_1x1_convs(F.relu(self.concat(y)) + x)
+        return self.middle_1x1_convs(F.relu(self.concat(y), inplace=True) + x)
 
 
 class BlindBranch(nn.Module):

@@ -70,7 +70,7 @@ class N2NUNet(nn.Module):
                 nn.init.zeros_(m.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        act = lambda t: F.leaky_relu(t, 0.2)  # noqa: E731
+        act = lambda t: F.leaky_relu(t, 0.2, inplace=True)  # noqa: E731  (every input is a fresh conv output)
         pool = lambda t: F.max_pool2d(t, 2)  # noqa: E731
         h = act(self.enc_conv0(x))
         skips = []
