@@ -40,6 +40,9 @@ def _train(argv: List[str]) -> int:
     p.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
 
+    from .utils.allocator import keep_freed_memory
+
+    keep_freed_memory()  # same-sized tensors every step: reuse them instead of faulting in new pages
     from .dist import cleanup, init_dist
     from .evaluation import format_summary
     from .options import load_options

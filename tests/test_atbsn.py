@@ -5,7 +5,7 @@ import torch.nn.functional as F
 
 import atbsn.archs.atbsn as atbsn_arch
 from atbsn.archs import ATBSN, ATBSNStudentA, ATBSNStudentC
-from atbsn.archs.atbsn import ROTATIONS, pad_bottom_right, shift_down
+from atbsn.archs.atbsn import ROTATIONS, pad_bottom_right, rotated_block, shift_down
 from atbsn.errors import CheckpointError, OptionsError
 from atbsn.models import ATBSNDistillation, ATBSNModel, Progress
 from atbsn.options import validate
@@ -149,3 +149,32 @@ def test_stage1_checkpoint_loads_as_the_distillation_teacher():
     assert torch.equal(teacher.nin_C.weight, t.nin_C.weight)
     with pytest.raises(CheckpointError, match="has networks \\['a', 'b'\\], not 'teacher'"):
         extract_state_dict({"networks": {"a": {}, "b": {}}}, "teacher", "x.pth")
+
+
+def test_rotated_block_is_the_block_of_the_rotation():
+    f = torch.rand(2, 3, 7, 11)
+    for r in range(-3, 4):
+        rotated = torch.rot90(f, r, dims=(-2, -1))
+        h, w = rotated.shape[-2:]
+        for a, b, c, d in ((0, h, 0, w), (1, h - 2, 2, w - 1), (3, 4, 0, 5)):
+            assert torch.equal(rotated_block(f, r, (a, b), (c, d)), rotated[..., a:b, c:d])
+
+
+@pytest.mark.parametrize("shape", [(1, 3, 64, 64), (2, 3, 64, 96), (1, 3, 96, 32)])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_lean_inference_equals_the_batched_graph(shape, channels_last):
+    """Inference assembles each head stripe from the four rotated, unshifted branches and pools
+    without a shifted copy: the same numbers as the official graph, for every shift and layout."""
+    torch.manual_seed(0)
+    net = ATBSN(mid_channels=8).eval()
+    x = torch.rand(*shape) * 255
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+        net = net.to(memory_format=torch.channels_last)
+    for k in (0, 1, 3, 9, 11):
+        with torch.no_grad():
+            lean = net(x, hole_size=k)
+        with torch.enable_grad():  # the training graph: shifted pools, cat of upsampled maps
+            batched = net.head([net.unet(torch.rot90(x, r, dims=(-2, -1))) for r in ROTATIONS], k)
+        assert torch.allclose(lean, batched, rtol=0, atol=1e-3), (k, (lean - batched).abs().max())
+        assert lean.shape == x.shape

@@ -1,4 +1,6 @@
 import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -8,7 +10,7 @@ from atbsn.options import validate
 from atbsn.train.checkpoint import load_file
 from atbsn.train.loop import Trainer
 
-from conftest import tiny_options
+from conftest import ROOT, tiny_options
 
 
 def _weights(path):
@@ -103,3 +105,34 @@ def test_grad_clip_amp_bf16_and_channels_last_run_on_cpu(tmp_path, image_folder)
     opt["val"]["val_freq"] = 2
     summary = _fit(opt)
     assert 0 < summary["set"]["basicsr_rgb"]["psnr"] < 60
+
+
+def test_train_py_reuses_freed_memory_instead_of_faulting_in_new_pages():
+    """keep_freed_memory (called by train.py): the tensors of a training step reuse the memory the
+    previous step freed, instead of page-faulting fresh memory in; ATBSN_MALLOC=system keeps
+    glibc's default. Measured as minor page faults per step of a small conv net."""
+    code = """
+import resource, torch
+from atbsn.utils.allocator import keep_freed_memory
+on = keep_freed_memory()
+torch.manual_seed(0)
+net = torch.nn.Sequential(torch.nn.Conv2d(3, 32, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(32, 3, 3, padding=1))
+x = torch.rand(4, 3, 256, 256)
+def step():
+    net.zero_grad(set_to_none=True)
+    net(x).abs().mean().backward()
+step(); step()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(5):
+    step()
+print(on, (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) // 5)
+"""
+    faults = {}
+    for mode in ("", "system"):
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
+                             env={**os.environ, "ATBSN_MALLOC": mode})
+        assert out.returncode == 0, out.stderr
+        on, n = out.stdout.split()
+        faults[mode] = (on, int(n))
+    assert faults[""][0] == "True" and faults["system"][0] == "False"
+    assert faults[""][1] * 5 < faults["system"][1], faults  # measured: 3.3k against 74k faults per step

@@ -10,7 +10,7 @@ State-dict keys match the official release (``unet.*``, ``nin_A/B/C``). Values a
 """
 from __future__ import annotations
 
-from typing import List, Literal, Sequence
+from typing import List, Literal, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -37,7 +37,14 @@ class Conv(nn.Module):
         y = self.conv(x)
         if self.blind:
             y = y[..., : x.shape[-2], :]
-        return F.leaky_relu(y, SLOPE, inplace=not self.blind)  # in place unless y is a slice (a copy then)
+        # In place where the kept rows are one block of memory (always for plain convs; blind ones
+        # in channels_last with batch 1, as at inference). A strided slice gets a compact copy,
+        # which the next conv would otherwise make itself.
+        return F.leaky_relu(y, SLOPE, inplace=not self.blind or is_compact(y))
+
+
+def is_compact(x: torch.Tensor) -> bool:
+    return x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last)
 
 
 def shift_down(x: torch.Tensor, rows: int) -> torch.Tensor:
@@ -48,12 +55,34 @@ def shift_down(x: torch.Tensor, rows: int) -> torch.Tensor:
 
 
 def pool(x: torch.Tensor, blind: bool) -> torch.Tensor:
-    """MaxPool 2x2; blind: shift down one row first, so pooled row j covers rows 2j-1 and 2j."""
-    return F.max_pool2d(shift_down(x, 1) if blind else x, 2)
+    """MaxPool 2x2; blind: as if shifted down one row first (a zero row on top), so pooled row j
+    covers rows 2j-1 and 2j. Computed without the shifted copy: the pool's own padding row
+    (-inf) on top, then pooled row 0 against the zero it would have met."""
+    if not blind:
+        return F.max_pool2d(x, 2)
+    if torch.is_grad_enabled():  # training: the official graph (its backward is the faster one)
+        return F.max_pool2d(shift_down(x, 1), 2)
+    y = F.max_pool2d(x, 2, padding=(1, 0))[..., : x.shape[-2] // 2, :]
+    y[..., 0, :].clamp_(min=0)
+    return y
 
 
 def upsample(x: torch.Tensor) -> torch.Tensor:
     return F.interpolate(x, scale_factor=2, mode="nearest")
+
+
+def upsample_cat(x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+    """``cat([upsample(x), skip], 1)`` written straight into one buffer: the nearest-neighbour
+    upsampling is a broadcast copy into it, so the 4x-larger upsampled map is never allocated."""
+    if torch.is_grad_enabled():  # training: the official graph (its backward is the faster one)
+        return torch.cat([upsample(x), skip], 1)
+    n, c, h, w = x.shape
+    fmt = torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous() \
+        else torch.contiguous_format
+    out = torch.empty((n, c + skip.shape[1], 2 * h, 2 * w), dtype=x.dtype, device=x.device, memory_format=fmt)
+    out[:, :c].unflatten(2, (h, 2)).unflatten(4, (w, 2)).copy_(x[:, :, :, None, :, None].expand(n, c, h, 2, w, 2))
+    out[:, c:].copy_(skip)
+    return out
 
 
 class EncoderBlock(nn.Module):
@@ -97,16 +126,14 @@ class BlindUNet(nn.Module):
         for i in range(1, 6):
             h = pool(getattr(self, f"enc{i}")(h), self.blind)
             skips.append(h)
-        h = upsample(self.enc6(h))
+        h = self.enc6(h)
         # Decoders run inline, rebinding h, so that each input is freed once used: at full
         # resolution a block call would hold its input, the concatenation and both outputs at once.
         for i, skip in zip((5, 4, 3, 2, 1), [*reversed(skips[:4]), x]):
             block = getattr(self, f"dec{i}")
-            h = torch.cat([h, skip], 1)
+            h = upsample_cat(h, skip)
             h = block.conv1(h)
             h = block.conv2(h)
-            if i > 1:
-                h = upsample(h)
         return h
 
 
@@ -134,6 +161,39 @@ def pad_bottom_right(x: torch.Tensor, multiple: int, mode: str) -> torch.Tensor:
 
 # The four rotations stacked by the official code, and their inverses (torch.rot90 k values).
 ROTATIONS = (0, -1, 2, 1)
+# Where each branch's shift points once un-rotated, as (rows, cols), in the order of ROTATIONS: the
+# branches look up, left, down and right, and are shifted away from where they look.
+SHIFT_DIRECTIONS = ((1, 0), (0, 1), (-1, 0), (0, -1))
+
+
+def rotated_block(f: torch.Tensor, r: int, rows: Tuple[int, int], cols: Tuple[int, int]) -> torch.Tensor:
+    """``torch.rot90(f, r, dims=(-2, -1))[..., a:b, c:d]``, rotating only that block."""
+    hf, wf = f.shape[-2:]
+    (a, b), (c, d) = rows, cols
+    r %= 4
+    if r == 0:
+        return f[..., a:b, c:d]
+    if r == 2:
+        return torch.rot90(f[..., hf - b:hf - a, wf - d:wf - c], 2, dims=(-2, -1))
+    if r == 1:
+        return torch.rot90(f[..., c:d, wf - b:wf - a], 1, dims=(-2, -1))
+    return torch.rot90(f[..., hf - d:hf - c, a:b], -1, dims=(-2, -1))
+
+
+def place_shifted(dest: torch.Tensor, f: torch.Tensor, r: int, rows: Tuple[int, int], col_offset: int,
+                  h: int, w: int) -> None:
+    """Fill ``dest`` (rows x w) with rows ``rows`` and columns ``col_offset``.. of ``rot90(f, r)``
+    (h x w); what falls outside it is zero (the zeros a shift brings in)."""
+    a, b = max(rows[0], 0), min(rows[1], h)
+    c, d = max(col_offset, 0), min(w + col_offset, w)
+    ra, ca = a - rows[0], c - col_offset
+    rb, cb = ra + max(b - a, 0), ca + max(d - c, 0)
+    dest[..., :ra, :].zero_()
+    dest[..., rb:, :].zero_()
+    dest[..., ra:rb, :ca].zero_()
+    dest[..., ra:rb, cb:].zero_()
+    if b > a and d > c:
+        dest[..., ra:rb, ca:cb].copy_(rotated_block(f, r, (a, b), (c, d)))
 
 
 class ATBSN(nn.Module):
@@ -224,25 +284,30 @@ class ATBSN(nn.Module):
 
     def lean_forward(self, x: torch.Tensor, hole_size: int, stripes: int = 16) -> torch.Tensor:
         """``head(features(x), k)`` without autograd in about a quarter of the memory: one rotation
-        through the U-Net at a time, each branch kept only un-rotated and shifted (96 channels),
+        through the U-Net at a time, each branch kept as it comes out (rotated, unshifted: no copy),
         and the 1x1 head run on ``stripes`` stripes of rows (1x1 convs act per pixel, so stripes are
         exact; a fixed count keeps memory per pixel the same at every size, as the tiling's memory
-        estimate on a small probe assumes).
+        estimate on a small probe assumes). Each stripe's 384-channel input is assembled in one
+        reused buffer from the four branches, un-rotating and shifting only the blocks it needs.
         The batched graph holds the four rotations' U-Net activations and three 384-channel copies."""
         s = self.shift_for(hole_size)
         if s >= min(x.shape[-2:]):
             raise OptionsError(f"hole_size {hole_size} (shift {s}) is too large for a {min(x.shape[-2:])}-pixel side")
-        branches = []
-        for k in ROTATIONS:
-            f = self.unet(torch.rot90(x, k, dims=(-2, -1)))
-            branches.append(torch.rot90(shift_down(f, s), -k, dims=(-2, -1)))
-            del f
-        n, _, h, w = branches[0].shape
-        out = branches[0].new_empty(n, self.out_channels, h, w)
+        branches = [self.unet(torch.rot90(x, k, dims=(-2, -1))) for k in ROTATIONS]
+        n, feat = branches[0].shape[:2]
+        h, w = x.shape[-2:]
+        out = x.new_empty(n, self.out_channels, h, w)
         rows = max(1, -(-h // stripes))
-        for y in range(0, h, rows):
-            stripe = torch.cat([b[..., y:y + rows, :] for b in branches], 1)
-            out[..., y:y + rows, :] = self.head_tail(self.nin_A(stripe))
+        fmt = torch.channels_last if is_compact(branches[0]) and not branches[0].is_contiguous() \
+            else torch.contiguous_format
+        buffer = torch.empty((n, 4 * feat, rows, w), dtype=branches[0].dtype, device=x.device, memory_format=fmt)
+        for y0 in range(0, h, rows):
+            y1 = min(y0 + rows, h)
+            stripe = buffer[..., : y1 - y0, :]
+            for i, (f, k, (dy, dx)) in enumerate(zip(branches, ROTATIONS, SHIFT_DIRECTIONS)):
+                # rows y0..y1 of the un-rotated branch moved by s (dy, dx): read from s rows/cols before
+                place_shifted(stripe[:, i * feat:(i + 1) * feat], f, -k, (y0 - dy * s, y1 - dy * s), -dx * s, h, w)
+            out[..., y0:y1, :] = self.head_tail(self.nin_A(stripe))
         return out
 
     def forward(self, x: torch.Tensor, hole_size: int | None = None) -> torch.Tensor:
