@@ -255,3 +255,18 @@ def test_benchmark_official_side_by_side_mode(tmp_path):
     code, _, err = run_cli("scripts/benchmark.py", "--archs", "ATBSNStudentA", "--size", "32", "--runs", "1",
                            "--official", str(tmp_path / "nowhere"), "--out", str(tmp_path / "out"))
     assert code != 0 and "is no known official checkout" in err and "arch_unet.py (TaoHuang2018/Neighbor2Neighbor)" in err
+
+
+def test_cpu_speed_reports_throughput_and_the_allocator_gain(tmp_path):
+    """scripts/cpu_speed.py: the teacher's GFLOP/s against a conv of its dominant shape, and each
+    training step with glibc's default allocator and with train.py's keep_freed_memory."""
+    code, out, err = run_cli("scripts/cpu_speed.py", "--size", "64", "--runs", "1", "--steps", "recipe_teacher",
+                             "--out", str(tmp_path / "out"))
+    assert code == 0, err
+    result = json.load(open(tmp_path / "out" / "results.json"))
+    t = result["throughput"]
+    assert t["size"] == 64 and 0 < t["teacher_gflops"] and 0 < t["fraction_of_peak"] < 2
+    (system, kept), = result["steps"]
+    assert (system["kept_freed_memory"], kept["kept_freed_memory"]) == (False, True)
+    assert system["step"] == kept["step"] == "recipe_teacher" and system["batch"] == 8 and kept["step_ms"] > 0
+    assert "| AT-BSN teacher, noisy-folder recipe (width 24, k = 9) | 8x64² |" in out
