@@ -80,6 +80,15 @@ def _functions_from(file: str, names: List[str], namespace: dict) -> dict:
     return namespace
 
 
+def _no_grad(fn):
+    def run():
+        import torch
+
+        with torch.no_grad():
+            return fn()
+    return run
+
+
 def _adam_step(params, loss_fn):
     import torch
 
@@ -110,12 +119,6 @@ def atbsn_cases(path: str, args) -> List[Case]:
     x = torch.rand(args.batch, 3, args.size, args.size) * 255
     crops = torch.rand(args.train_batch, 3, args.train_size, args.train_size) * 255
 
-    def no_grad(fn):
-        def run():
-            with torch.no_grad():
-                return fn()
-        return run
-
     def teacher_step(net):
         return _adam_step(net.parameters(), lambda: F.l1_loss(net(crops, hole_size=9), crops))
 
@@ -139,15 +142,15 @@ def atbsn_cases(path: str, args) -> List[Case]:
         return sum(F.l1_loss(pred, t.detach()) for t in targets)
 
     return [
-        Case(f"teacher forward, {args.size}² x{args.batch}", no_grad(lambda: theirs_t(x, 3)),
-             no_grad(lambda: ours_t(x, hole_size=3)), True),
+        Case(f"teacher forward, {args.size}² x{args.batch}", _no_grad(lambda: theirs_t(x, 3)),
+             _no_grad(lambda: ours_t(x, hole_size=3)), True),
         Case(f"teacher train step, {args.train_batch}x{args.train_size}², k = 9", teacher_step(theirs_t),
              teacher_step(ours_t), False),
         Case(f"distillation step, {args.distill_batch}x{args.distill_size}², 7 hole sizes, student C",
              _adam_step(double.nbsn.parameters(), official_distill_loss),
              _adam_step(student.parameters(), lambda: distill.training_step({"noisy": batch}, progress)["loss"]),
              True),
-        Case(f"student C forward, {args.size}² x{args.batch}", no_grad(lambda: theirs_s(x)), no_grad(lambda: ours_s(x)),
+        Case(f"student C forward, {args.size}² x{args.batch}", _no_grad(lambda: theirs_s(x)), _no_grad(lambda: ours_s(x)),
              True),
     ]
 
@@ -188,14 +191,9 @@ def n2n_cases(path: str, args) -> List[Case]:
         diff = theirs(sub1) - sub2
         return torch.mean(diff ** 2) + 1.0 * torch.mean((diff - (den1 - den2)) ** 2)
 
-    def forward(net):
-        def run():
-            with torch.no_grad():
-                return net(x)
-        return run
-
     return [
-        Case(f"UNet forward, {args.size}² x{args.batch}", forward(theirs), forward(ours_net), True),
+        Case(f"UNet forward, {args.size}² x{args.batch}", _no_grad(lambda: theirs(x)), _no_grad(lambda: ours_net(x)),
+             True),
         Case(f"training step, {args.n2n_batch}x{args.n2n_size}² (sampler, 2 passes, both losses)",
              _adam_step(theirs.parameters(), official_loss),
              _adam_step(ours_net.parameters(), lambda: model.training_step({"noisy": noisy}, progress)["loss"]), False),
@@ -233,25 +231,19 @@ def dbsn_cases(path: str, args) -> List[Case]:
 
     def heads(net, mu_net, n_net):  # mu and its variance from the backbone's feature, and the noise level
         def run():
-            with torch.no_grad():
-                mu, f = net(x)
-                return mu, mu_net(f), n_net(x)
-        return run
+            mu, f = net(x)
+            return mu, mu_net(f), n_net(x)
+        return _no_grad(run)
 
     def mu_step(net):  # the mu pre-training step: L2 between the prior mean and the noisy image
         return _adam_step(net.parameters(), lambda: F.mse_loss(net(crops)[0], crops))
-
-    def forward(net):
-        def run():
-            with torch.no_grad():
-                return net(gray)
-        return run
 
     return [
         Case(f"D-BSN colour forward (backbone, sigma_mu, sigma_n), {args.size}² x{args.batch}",
              heads(theirs, theirs_mu, theirs_n), heads(ours, ours_mu, ours_n), True),
         Case(f"D-BSN mu pre-training step, {args.train_batch}x{args.train_size}²", mu_step(theirs), mu_step(ours), False),
-        Case(f"MWCNN (gray student) forward, {args.size}² x{args.batch}", forward(theirs_mw), forward(ours_mw), True),
+        Case(f"MWCNN (gray student) forward, {args.size}² x{args.batch}", _no_grad(lambda: theirs_mw(gray)),
+             _no_grad(lambda: ours_mw(gray)), True),
     ]
 
 
