@@ -1,5 +1,6 @@
 import json
 import os
+import re
 
 import numpy as np
 import pytest
@@ -244,3 +245,17 @@ def test_short_training_run_and_converted_checkpoint_from_the_cli(tmp_path, imag
     expected = denoise(model, torch.from_numpy(noisy.transpose(2, 0, 1).copy())[None])[0].numpy().transpose(1, 2, 0)
     written = read_image(str(tmp_path / "out" / "img0.png"))[0]
     assert abs(written * 255 - quantize(expected, 8).astype(np.float64)).max() <= 1
+    # the diagnosis script: the official pipeline's PSNR (rounded to 8 bits) and the variants
+    code, out, err = run_cli("scripts/cbsn_inference_variants.py", str(ckpt), "--noisy", str(image_folder / "noisy"),
+                             "--clean", str(image_folder / "clean"), "--window", "32")
+    assert code == 0, err
+    rows = dict(re.findall(r"^(\S+(?: input)?)\s+PSNR ([\d.]+) dB", out, re.M))
+    assert set(rows) == {"noisy input", "official", "blind", "local_mean", "tiles"}, out
+    clean = [read_image(str(image_folder / "clean" / f"img{i}.png"))[0] for i in range(6)]
+    noisy_psnr = np.mean([10 * np.log10(1 / np.mean((read_image(str(image_folder / "noisy" / f"img{i}.png"))[0] - c) ** 2))
+                          for i, c in enumerate(clean)])
+    assert abs(float(rows["noisy input"]) - noisy_psnr) < 0.01
+    official = np.mean([10 * np.log10(1 / np.mean((np.round(denoise(model, torch.from_numpy(
+        read_image(str(image_folder / "noisy" / f"img{i}.png"))[0].transpose(2, 0, 1).copy())[None])[0].numpy()
+        .transpose(1, 2, 0) * 255) / 255 - c) ** 2)) for i, c in enumerate(clean)])
+    assert abs(float(rows["official"]) - official) < 0.01, (rows, official)
