@@ -259,3 +259,34 @@ def test_short_training_run_and_converted_checkpoint_from_the_cli(tmp_path, imag
         read_image(str(image_folder / "noisy" / f"img{i}.png"))[0].transpose(2, 0, 1).copy())[None])[0].numpy()
         .transpose(1, 2, 0) * 255) / 255 - c) ** 2)) for i, c in enumerate(clean)])
     assert abs(float(rows["official"]) - official) < 0.01, (rows, official)
+
+
+def test_local_mean_centering_feeds_the_high_pass_and_adds_the_mean_back():
+    """model.centering: local_mean standardises the image minus its box mean, in training and at
+    inference; an identity network then returns the input, as with the official pipeline."""
+    class Identity(torch.nn.Module):
+        input_multiple = 1
+        receptive_radius = 0
+
+        def __init__(self):
+            super().__init__()
+            self.unused = torch.nn.Parameter(torch.zeros(1))  # a device to be on
+
+        def forward(self, x, blind=False):
+            return x
+
+    torch.manual_seed(0)
+    noisy = torch.rand(1, 3, 40, 50) * 0.5 + torch.linspace(0, 0.4, 50)  # a brightness ramp
+    seen = {}
+    for centering in ("none", "local_mean"):
+        model = CBSNModel({"net": Identity()}, centering=centering, centering_window=9)
+        model.train(False)
+        assert torch.allclose(model.denoise(noisy), noisy, atol=1e-5)
+        x, _ = model.prepare(noisy)
+        seen[centering] = x[..., 32:-32, 32:-32]
+    box = torch.nn.functional.avg_pool2d(torch.nn.functional.pad(noisy, (4, 4, 4, 4), mode="replicate"), 9, stride=1)
+    expected, _ = standardize(noisy - box)
+    assert torch.allclose(seen["local_mean"], expected, atol=1e-5)
+    assert not torch.allclose(seen["none"], seen["local_mean"], atol=1e-2)
+    with pytest.raises(OptionsError, match="model.centering"):
+        CBSNModel({"net": Identity()}, centering="input_mean")
