@@ -131,19 +131,23 @@ class CBSNModel(DenoisingModel):
                 "loss_inv": loss_inv.detach()}
 
     # -- inference: whole-image standardisation and padding, then plain non-blind passes (tileable)
+    def box_mean(self, noisy: torch.Tensor) -> Optional[torch.Tensor]:
+        return local_mean(noisy, self.centering_window) if self.centering == "local_mean" else None
+
     def centred(self, noisy: torch.Tensor) -> torch.Tensor:
-        return noisy - local_mean(noisy, self.centering_window) if self.centering == "local_mean" else noisy
+        box = self.box_mean(noisy)
+        return noisy if box is None else noisy - box
 
     def prepare(self, noisy: torch.Tensor):
         """Standardise with whole-image statistics and reflect-pad by ``inference_pad``; tiles of the
         result then only need an overlap of twice the receptive radius to be exact."""
         noisy = noisy.float()
-        centred = self.centred(noisy)
-        x, (mean, std) = standardize(centred)
+        box = self.box_mean(noisy)
+        x, (mean, std) = standardize(noisy if box is None else noisy - box)
         h, w = x.shape[-2:]
         p = self.inference_pad
         x = F.pad(x, (p, p, p, p), mode="reflect" if min(h, w) > p else "replicate")
-        return x, (mean + (noisy - centred), std, p)
+        return x, (mean if box is None else mean + box, std, p)
 
     def finish(self, out: torch.Tensor, stats) -> torch.Tensor:
         mean, std, p = stats
