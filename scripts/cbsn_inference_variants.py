@@ -37,7 +37,7 @@ def main() -> int:
     import torch.nn.functional as F
 
     from atbsn.inference import Denoiser
-    from atbsn.models.cbsn import standardize
+    from atbsn.models.cbsn import local_mean as box_mean, standardize
     from atbsn.utils.image import read_image
 
     net = Denoiser.from_checkpoint(args.checkpoint, device="cpu").model.networks["net"]
@@ -52,10 +52,8 @@ def main() -> int:
         z, (mean, std) = standardize(x)
         return one_pass(z, blind) * std + mean
 
-    def local_mean(x):
-        k = args.window
-        lo, hi = k // 2, k - 1 - k // 2
-        box = F.avg_pool2d(F.pad(x, (lo, hi, lo, hi), mode="replicate"), k, stride=1)
+    def local_mean(x):  # whole-image std of x itself, unlike model.centering (std of x - box)
+        box = box_mean(x, args.window)
         _, (_, std) = standardize(x)
         return one_pass((x - box) / std) * std + box
 

@@ -47,6 +47,12 @@ def is_compact(x: torch.Tensor) -> bool:
     return x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last)
 
 
+def layout_of(x: torch.Tensor) -> torch.memory_format:
+    """The memory format for a new tensor made from ``x``: channels_last if ``x`` is in it."""
+    return torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous() \
+        else torch.contiguous_format
+
+
 def shift_down(x: torch.Tensor, rows: int) -> torch.Tensor:
     """Move the map down by ``rows`` (zeros enter at the top, the last rows drop out)."""
     if rows == 0:
@@ -77,9 +83,8 @@ def upsample_cat(x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
     if torch.is_grad_enabled():  # training: the official graph (its backward is the faster one)
         return torch.cat([upsample(x), skip], 1)
     n, c, h, w = x.shape
-    fmt = torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous() \
-        else torch.contiguous_format
-    out = torch.empty((n, c + skip.shape[1], 2 * h, 2 * w), dtype=x.dtype, device=x.device, memory_format=fmt)
+    out = torch.empty((n, c + skip.shape[1], 2 * h, 2 * w), dtype=x.dtype, device=x.device,
+                      memory_format=layout_of(x))
     out[:, :c].unflatten(2, (h, 2)).unflatten(4, (w, 2)).copy_(x[:, :, :, None, :, None].expand(n, c, h, 2, w, 2))
     out[:, c:].copy_(skip)
     return out
@@ -298,9 +303,8 @@ class ATBSN(nn.Module):
         h, w = x.shape[-2:]
         out = x.new_empty(n, self.out_channels, h, w)
         rows = max(1, -(-h // stripes))
-        fmt = torch.channels_last if is_compact(branches[0]) and not branches[0].is_contiguous() \
-            else torch.contiguous_format
-        buffer = torch.empty((n, 4 * feat, rows, w), dtype=branches[0].dtype, device=x.device, memory_format=fmt)
+        buffer = torch.empty((n, 4 * feat, rows, w), dtype=branches[0].dtype, device=x.device,
+                             memory_format=layout_of(branches[0]))
         for y0 in range(0, h, rows):
             y1 = min(y0 + rows, h)
             stripe = buffer[..., : y1 - y0, :]
