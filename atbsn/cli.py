@@ -26,7 +26,7 @@ def _guard(main: Callable[[List[str]], int], argv: Optional[List[str]]) -> int:
         return main(sys.argv[1:] if argv is None else argv)
     except UserError as err:
         print(f"error: {user_message(err)}", file=sys.stderr)
-        return 2
+        return getattr(err, "exit_code", 2)
     except KeyboardInterrupt:
         print("interrupted; the last saved checkpoint is kept (resume with --auto_resume)", file=sys.stderr)
         return 130
@@ -168,15 +168,38 @@ def _test(argv: List[str]) -> int:
     tile = opt["val"]["tile"]
     bit_cfg = opt["test"]["bit_depth"]
     t0 = time.time()
+    reports: list = []
     for path, out in zip(paths, outputs):
         img, depth = read_image(path, channels, convert)
         pred = denoise(model, to_tensor(img)[None], tile["size"], tile["overlap"], tile["blend"],
-                       tile["memory_limit_gb"])[0]
+                       tile["memory_limit_gb"], reports=reports)[0]
         bits = (16 if depth > 8 else 8) if bit_cfg == "same" else int(bit_cfg)
         write_image(out, pred.numpy().transpose(1, 2, 0), bits)
         print(f"{path} -> {out}")
     print(f"denoised {len(paths)} image(s) in {time.time() - t0:.1f} s into {out_dir}")
+    if reports:
+        print(write_strength_report(os.path.join(out_dir, "strength.csv"), paths, outputs, reports))
     return 0
+
+
+def write_strength_report(csv_path: str, paths: List[str], outputs: List[str], reports: list) -> str:
+    """``strength.csv`` beside the outputs (one row per image: the estimated noise, how much was
+    changed and the estimated gain, all without a clean image); returns the one-line summary."""
+    import csv
+
+    with open(csv_path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["input", "output", "noise_sigma_8bit", "changed_rms_8bit", "mean_strength",
+                    "estimated_gain_db", "kept_input"])
+        for p, o, r in zip(paths, outputs, reports):
+            w.writerow([p, o, f"{r.noise_sigma:.3f}", f"{r.changed_rms:.3f}", f"{r.mean_strength:.4f}",
+                        f"{r.estimated_gain_db:.3f}", int(r.kept_input)])
+    gains = [r.estimated_gain_db for r in reports]
+    sigmas = [r.noise_sigma for r in reports]
+    kept = sum(r.kept_input for r in reports)
+    return (f"adaptive strength: estimated noise sigma {min(sigmas):.1f}-{max(sigmas):.1f} (8-bit levels), "
+            f"estimated gain {min(gains):+.2f} to {max(gains):+.2f} dB (mean {sum(gains) / len(gains):+.2f}), "
+            f"{kept} of {len(reports)} left as they were; per image: {csv_path}")
 
 
 def planned_outputs(paths: List[str], out_dir: str, suffix: str) -> List[str]:

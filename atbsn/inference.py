@@ -229,11 +229,30 @@ def warn_costly_tiles(model: DenoisingModel, h: int, w: int, tile: int, overlap:
 
 def denoise(model: DenoisingModel, noisy: torch.Tensor, tile: Optional[int] = None,
             overlap: Optional[int] = None, blend: bool = False,
-            memory_limit_gb: Optional[float] = None) -> torch.Tensor:
+            memory_limit_gb: Optional[float] = None, reports: Optional[list] = None) -> torch.Tensor:
     """[0,1] NCHW -> [0,1] NCHW (on the CPU), tiled above ``tile`` pixels per side; ``overlap``
     None picks :func:`default_overlap`; ``blend`` cross-fades full-size tiles
     (:func:`denoise_blended`, overlap None: half the tile). Without ``tile``, an image that would
-    need more than ``memory_limit_gb`` (None: half the available memory) is tiled anyway."""
+    need more than ``memory_limit_gb`` (None: half the available memory) is tiled anyway.
+    With ``val.strength.mode: adaptive`` (``model.strength``) the output is kept only as far as the
+    image's own noise explains it (:mod:`atbsn.strength`); its per-image
+    :class:`~atbsn.strength.StrengthReport` is appended to ``reports``."""
+    out = denoise_full_strength(model, noisy, tile, overlap, blend, memory_limit_gb)
+    strength = model.strength
+    if strength["mode"] == "adaptive":
+        from .strength import adaptive_blend
+
+        out, measured = adaptive_blend(noisy.cpu(), out, window=strength["window"],
+                                       min_gain_db=strength["min_gain_db"])
+        if reports is not None:
+            reports.extend(measured)
+    return out
+
+
+def denoise_full_strength(model: DenoisingModel, noisy: torch.Tensor, tile: Optional[int] = None,
+                          overlap: Optional[int] = None, blend: bool = False,
+                          memory_limit_gb: Optional[float] = None) -> torch.Tensor:
+    """The network's output, tiled as :func:`denoise` says."""
     explicit = bool(tile)
     if not tile and max(noisy.shape[-2:]) > 256:
         tile = automatic_tile(model, *noisy.shape[-2:], memory_limit_gb)

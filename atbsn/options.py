@@ -18,7 +18,8 @@ from typing import Any, Dict, List, Literal, Optional, Union
 import yaml
 
 from .errors import OptionsError
-from .registry import check_type, closest
+from .registry import (NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, Probability,  # noqa: F401
+                       check_type, closest)
 
 # --------------------------------------------------------------------------- type checks
 
@@ -66,22 +67,23 @@ SCHEMA: Dict[str, Any] = {
         "test": Typed("dataset", extra="loader"),
     },
     "train": {
-        "total_iter": Opt(Optional[int], None),  # required by train.py (checked there)
+        "total_iter": Opt(Optional[PositiveInt], None),  # required by train.py (checked there)
         "optimizer": Typed("optimizer"),
         "scheduler": Typed("scheduler"),
-        "grad_clip": Opt(Optional[float], None),
-        "amp": Opt(Optional[Literal["bf16", "fp16"]], None),
+        "grad_clip": Opt(Optional[PositiveFloat], None),
+        # auto: bf16 where it runs natively (CUDA with bf16, a CPU with AVX512-BF16/AMX), else fp32
+        "amp": Opt(Optional[Literal["auto", "bf16", "fp16"]], None),
         "channels_last": Opt(bool, False),
         "compile": Opt(bool, False),
-        "save_freq": Opt(int, 5000),
-        "keep_checkpoints": Opt(int, 3),
+        "save_freq": Opt(PositiveInt, 5000),
+        "keep_checkpoints": Opt(PositiveInt, 3),
         "deterministic": Opt(bool, True),
     },
     "val": {
-        "val_freq": Opt(int, 5000),
+        "val_freq": Opt(PositiveInt, 5000),
         "metrics": Opt(List[str], ["basicsr_rgb"]),
         "best_metric": Opt(str, "psnr"),
-        "save_images": Opt(int, 0),
+        "save_images": Opt(NonNegativeInt, 0),
         # inference in channels_last (weights and input): "auto" = on a CPU, where it measured 1.06-1.8x faster
         "channels_last": Opt(Union[bool, Literal["auto"]], "auto"),
         "padding": {
@@ -89,10 +91,17 @@ SCHEMA: Dict[str, Any] = {
             "square": Opt(bool, False),
         },
         "tile": {
-            "size": Opt(Optional[int], None),
-            "overlap": Opt(Optional[int], None),  # None: twice the receptive radius (blend: half the tile)
+            "size": Opt(Optional[PositiveInt], None),
+            "overlap": Opt(Optional[NonNegativeInt], None),  # None: twice the receptive radius (blend: half the tile)
             "blend": Opt(bool, False),  # cross-fade full-size tiles (for nets that know only their crop size)
-            "memory_limit_gb": Opt(Optional[float], None),  # untiled above this: tile anyway (None: RAM / 2)
+            "memory_limit_gb": Opt(Optional[PositiveFloat], None),  # untiled above this: tile anyway (None: RAM / 2)
+        },
+        # full: the network's output; adaptive: kept only as far as each photo's own noise explains it
+        # (atbsn/strength.py), with a per-image estimate of the gain
+        "strength": {
+            "mode": Opt(Literal["full", "adaptive"], "full"),
+            "window": Opt(PositiveInt, 7),
+            "min_gain_db": Opt(float, 0.0),  # below this estimated gain the input is written unchanged
         },
     },
     "test": {
@@ -100,7 +109,7 @@ SCHEMA: Dict[str, Any] = {
         "suffix": Opt(str, ""),
     },
     "logger": {
-        "print_freq": Opt(int, 100),
+        "print_freq": Opt(PositiveInt, 100),
         "use_tensorboard": Opt(bool, True),
         "progress_bar": Opt(Literal["auto", "always", "never"], "auto"),
     },
@@ -112,7 +121,9 @@ SCHEMA: Dict[str, Any] = {
     },
     "dist": {
         "backend": Opt(Optional[str], None),
-        "timeout_s": Opt(int, 1800),
+        "timeout_s": Opt(PositiveInt, 1800),
+        # after a checkpoint on SIGTERM/SIGINT/SIGUSR1: scontrol requeue $SLURM_JOB_ID (rank 0)
+        "slurm_requeue": Opt(bool, False),
     },
 }
 

@@ -8,9 +8,11 @@ from __future__ import annotations
 import collections.abc
 import difflib
 import inspect
+import math
 import types
 import typing
-from typing import Any, Callable, Dict, Iterable, Literal, Union
+from dataclasses import dataclass
+from typing import Annotated, Any, Callable, Dict, Iterable, Literal, Optional, Union
 
 from .errors import OptionsError
 
@@ -24,10 +26,48 @@ def closest(name: str, candidates: Iterable[str]) -> str | None:
 
 
 # --------------------------------------------------------------------------- value types
+@dataclass(frozen=True)
+class Range:
+    """A constraint on a number, declared with its option's type (``Annotated[int, Range(1)]``):
+    finite, at least ``low`` (above it when ``open_low``), at most ``high``."""
+
+    low: Optional[float] = None
+    high: Optional[float] = None
+    open_low: bool = False
+
+    def admits(self, value: Any) -> bool:
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+            return False
+        if self.low is not None and (value <= self.low if self.open_low else value < self.low):
+            return False
+        return self.high is None or value <= self.high
+
+    def describe(self, base: str) -> str:
+        base = base if base == "integer" else f"finite {base}"
+        if self.low is not None and self.high is not None:
+            return f"{'an' if base[0] in 'aeiou' else 'a'} {base} in {'(' if self.open_low else '['}{self.low:g}, {self.high:g}]"
+        if self.low is not None:
+            return f"{'an' if base[0] in 'aeiou' else 'a'} {base} {'>' if self.open_low else '>='} {self.low:g}"
+        return f"{'an' if base[0] in 'aeiou' else 'a'} {base} <= {self.high:g}"
+
+
+# The constrained types options declare; the error names the key and the allowed range.
+PositiveInt = Annotated[int, Range(1)]
+NonNegativeInt = Annotated[int, Range(0)]
+PositiveFloat = Annotated[float, Range(0, open_low=True)]
+NonNegativeFloat = Annotated[float, Range(0)]
+Probability = Annotated[float, Range(0, 1)]
+
+
 def type_name(tp: Any) -> str:
     if tp is type(None):
         return "null"
     origin = typing.get_origin(tp)
+    if origin is Annotated:
+        base, *extras = typing.get_args(tp)
+        ranges = [e for e in extras if isinstance(e, Range)]
+        name = {"int": "integer", "float": "number"}.get(type_name(base), type_name(base))
+        return ranges[0].describe(name) if ranges else type_name(base)
     if origin is Literal:
         return " | ".join(repr(a) for a in typing.get_args(tp))
     if origin in (Union, types.UnionType):
@@ -44,6 +84,9 @@ def _matches(value: Any, tp: Any) -> bool:
     if tp in (Any, inspect.Parameter.empty) or isinstance(tp, str) or tp is object:
         return True
     origin = typing.get_origin(tp)
+    if origin is Annotated:
+        base, *extras = typing.get_args(tp)
+        return _matches(value, base) and all(e.admits(value) for e in extras if isinstance(e, Range))
     if origin is Literal:
         return value in typing.get_args(tp)
     if origin in (Union, types.UnionType):
@@ -134,7 +177,7 @@ def signature_params(target: Callable) -> Dict[str, inspect.Parameter]:
 def type_hints(target: Callable) -> Dict[str, Any]:
     fn = target.__init__ if inspect.isclass(target) else target
     try:
-        return typing.get_type_hints(fn)
+        return typing.get_type_hints(fn, include_extras=True)
     except Exception:  # unresolvable annotations: fall back to no type check for them
         return {}
 

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 import torch
 
 from atbsn.train.checkpoint import load_file
@@ -136,3 +137,44 @@ def test_launcher_pytorch_without_torchrun_environment_is_a_clear_error(tmp_path
                         "--launcher", "pytorch"], cwd=ROOT, env=dict(env, PYTHONPATH=ROOT), capture_output=True,
                        text=True)
     assert p.returncode == 2 and "needs the environment that torchrun sets" in p.stderr
+
+
+def _worker_of_rank(parent_pid: int, rank: int) -> int:
+    """The PID of the torchrun worker (a descendant of ``parent_pid``) whose RANK is ``rank``."""
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            env = open(f"/proc/{pid}/environ", "rb").read().split(b"\0")
+            stat = open(f"/proc/{pid}/stat").read().split()
+        except OSError:
+            continue
+        if f"RANK={rank}".encode() in env and any(e.startswith(b"LOCAL_RANK=") for e in env) \
+                and int(stat[4]) == parent_pid:  # torchrun runs in its own session: pgid = its pid
+            return int(pid)
+    raise AssertionError(f"no worker of rank {rank} found")
+
+
+@pytest.mark.slow
+def test_one_killed_rank_stops_the_other_naming_it_and_resume_is_exact(tmp_path, image_folder):
+    path = _opt(tmp_path, image_folder, "whole", total_iter=30, save_freq=5, keep_checkpoints=10)
+    assert torchrun("train.py", "-opt", path)[0] == 0
+    reference = _weights(tmp_path, "whole")
+
+    path = _opt(tmp_path, image_folder, "lost", total_iter=30, save_freq=5, keep_checkpoints=10)
+    proc = torchrun("train.py", "-opt", path, wait=False)
+    ckpt = tmp_path / "experiments" / "lost" / "checkpoints" / "iter_00000010.pth"
+    deadline = time.time() + 300
+    while not ckpt.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    assert ckpt.exists()
+    os.kill(_worker_of_rank(proc.pid, 1), signal.SIGKILL)
+    t0 = time.time()
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode != 0 and time.time() - t0 < 60  # dist.timeout_s is 60
+    lines = [line for line in (out + err).splitlines() if line.startswith("error: rank 0: lost rank 1")]
+    assert len(lines) == 1, out + err
+    code, out, err = torchrun("train.py", "-opt", path, "--auto_resume")
+    assert code == 0, out + err
+    resumed = _weights(tmp_path, "lost")
+    assert all(torch.equal(resumed[k], reference[k]) for k in reference)

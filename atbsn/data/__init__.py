@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from ..registry import Registry
+from ..registry import NonNegativeInt, PositiveInt, Registry
 from .datasets import NoisyFolderDataset, PairedFolderDataset, SyntheticNoiseDataset
 from .dnd import DNDDataset
 from .sidd import SIDDBlocksDataset, SIDDMediumDataset
@@ -17,9 +17,9 @@ from .sampler import TrainSampler
 
 # Settings a dataset section may carry besides its class's arguments: (type, default).
 LOADER_KEYS = {
-    "batch_size": (int, 1),
-    "num_workers": (int, 0),
-    "repeat": (int, 1),
+    "batch_size": (PositiveInt, 1),
+    "num_workers": (NonNegativeInt, 0),
+    "repeat": (PositiveInt, 1),
     "shuffle": (bool, True),
     "pin_memory": (bool, False),
 }

@@ -14,6 +14,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ..errors import DataError
+from ..registry import PositiveInt
 from ..utils.image import list_images, read_image, to_tensor
 from .noise import build_noise
 from .transforms import Augment, augment, random_crop
@@ -59,7 +60,7 @@ def select_names(paths: List[str], names_file: Optional[str]) -> List[str]:
 class ImageFolderBase(Dataset):
     """Shared machinery: file lists, decoding (optionally cached), crop + augmentation."""
 
-    def __init__(self, crop_size: Optional[int], augment: Augment, channels: int, convert_color: bool, cache: bool):
+    def __init__(self, crop_size: Optional[PositiveInt], augment: Augment, channels: int, convert_color: bool, cache: bool):
         if crop_size is not None and crop_size <= 0:
             raise DataError(f"crop_size must be positive, got {crop_size}")
         self.crop_size, self.augment = crop_size, augment
@@ -85,7 +86,7 @@ class ImageFolderBase(Dataset):
 class NoisyFolderDataset(ImageFolderBase):
     """A folder of real noisy images, for self-supervised training (no ground truth)."""
 
-    def __init__(self, root: str, crop_size: Optional[int] = None, augment: Augment = "dihedral",
+    def __init__(self, root: str, crop_size: Optional[PositiveInt] = None, augment: Augment = "dihedral",
                  channels: int = 3, convert_color: bool = False, cache: bool = False):
         super().__init__(crop_size, augment, channels, convert_color, cache)
         self.root = root
@@ -104,7 +105,7 @@ class NoisyFolderDataset(ImageFolderBase):
 class PairedFolderDataset(ImageFolderBase):
     """Noisy and clean folders whose files are matched by name (extension ignored)."""
 
-    def __init__(self, noisy_root: str, clean_root: str, crop_size: Optional[int] = None, augment: Augment = "none",
+    def __init__(self, noisy_root: str, clean_root: str, crop_size: Optional[PositiveInt] = None, augment: Augment = "none",
                  channels: int = 3, convert_color: bool = False, cache: bool = False):
         super().__init__(crop_size, augment, channels, convert_color, cache)
         noisy = {_stem(p): p for p in list_images(noisy_root, "noisy image folder")}
@@ -144,7 +145,7 @@ class SyntheticNoiseDataset(ImageFolderBase):
       official BSD300 and Set14 streams continue Kodak's stream instead of restarting.
     """
 
-    def __init__(self, root: str, noise: dict, crop_size: Optional[int] = None, augment: Augment = "none",
+    def __init__(self, root: str, noise: dict, crop_size: Optional[PositiveInt] = None, augment: Augment = "none",
                  repeats: int = 1, seed: int = 0, noise_seeding: Literal["per_image", "legacy_numpy"] = "per_image",
                  channels: int = 3, convert_color: bool = False, cache: bool = False, names_file: Optional[str] = None):
         super().__init__(crop_size, augment, channels, convert_color, cache)

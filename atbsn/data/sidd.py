@@ -49,7 +49,7 @@ class SIDDMediumDataset(Dataset):
     file and later crops are read through a memory map.
     """
 
-    def __init__(self, root: str, crop_size: Optional[int] = None, augment: Augment = "dihedral",
+    def __init__(self, root: str, crop_size: Optional[PositiveInt] = None, augment: Augment = "dihedral",
                  pairs: bool = False, cache_dir: Optional[str] = None):
         self.captures = find_sidd_medium(root)
         if pairs:

@@ -74,6 +74,7 @@ class DenoisingModel:
         self.padding_mode, self.pad_square = "reflect", False
         self.channels_last = False
         self.amp_dtype: Optional[torch.dtype] = None
+        self.strength: Dict[str, Any] = {"mode": "full"}  # val.strength (atbsn.strength), set by setup_model
 
     # -- plumbing used by the loop ---------------------------------------------------------------
     @property

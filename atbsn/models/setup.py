@@ -25,8 +25,21 @@ def native_cpu_bf16() -> bool:
         return False
 
 
+def native_bf16(device: torch.device) -> bool:
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return device.type == "cpu" and native_cpu_bf16()
+
+
 def autocast_dtype(amp: Optional[str], device: torch.device) -> Optional[torch.dtype]:
-    """``train.amp`` for this device: bf16 on a CPU without native bf16 runs in fp32, said once."""
+    """``train.amp`` for this device: bf16 on a CPU without native bf16 runs in fp32, said once;
+    ``auto`` is bf16 where it is native and fp32 elsewhere, and says which in one line."""
+    if amp == "auto":
+        if native_bf16(device):
+            log.warning("train.amp: auto: bf16 autocast (native bf16 on this %s)", device.type.upper())
+            return torch.bfloat16
+        log.warning("train.amp: auto: fp32 (this %s has no native bf16)", device.type.upper())
+        return None
     if amp == "bf16" and device.type == "cpu" and not native_cpu_bf16():
         log.warning("train.amp: bf16 requested, but this CPU has no native bf16 (autocast would run 5-65x slower "
                     "than fp32 here): running in fp32")
@@ -65,5 +78,6 @@ def setup_model(opt: dict, device: torch.device, training: bool = False) -> Deno
         for net in model.networks.values():
             net.to(memory_format=torch.channels_last)
     model.amp_dtype = autocast_dtype(tcfg.get("amp"), device)
+    model.strength = dict(opt["val"]["strength"])
     model.train(training)
     return model

@@ -24,6 +24,7 @@ from ..utils.logger import TensorBoard, get_logger
 from ..weights import load_network
 from .checkpoint import CheckpointManager, capture_rng, restore_rng
 from .optim import build_optimizer, build_scheduler
+from .preemption import StopOnSignal, TrainingPreempted, is_lost_peer, lost_ranks, requeue_slurm_job
 
 
 def git_revision() -> str:
@@ -258,8 +259,7 @@ class Trainer:
         barrier()
 
     def fit(self) -> Optional[dict]:
-        tcfg, vcfg, lcfg = self.opt["train"], self.opt["val"], self.opt["logger"]
-        total = tcfg["total_iter"]
+        lcfg, total = self.opt["logger"], self.opt["train"]["total_iter"]
         per_epoch = self.sampler.batches_per_epoch
         use_bar = self.dist.is_main and (lcfg["progress_bar"] == "always" or
                                          (lcfg["progress_bar"] == "auto" and sys.stdout.isatty()))
@@ -271,6 +271,26 @@ class Trainer:
         self.log.info("training %s for %d iterations (%d per epoch, global batch %d) on %s",
                       self.opt["name"], total, per_epoch, self.sampler.batch_size, self.device)
         t0, it0 = time.time(), self.iteration
+        try:
+            with StopOnSignal() as stop:
+                self._loop(stop, bar, t0, it0, total)
+        except RuntimeError as err:
+            if not (self.dist.enabled and is_lost_peer(err)):
+                raise
+            raise TrainingError(
+                f"rank {self.dist.rank}: lost {lost_ranks(self.dist.rank)} during iteration {self.iteration + 1} "
+                f"(the process is gone or unreachable); stopping. The last checkpoint in '{self.exp.checkpoints}' "
+                f"is kept: start the job again with --auto_resume") from None
+        finally:
+            if bar:
+                bar.close()
+        self.tb.close()
+        self.log.info("done: %d iterations; checkpoints in %s", self.iteration, self.exp.checkpoints)
+        return self.last_summary
+
+    def _loop(self, stop: StopOnSignal, bar, t0: float, it0: int, total: int) -> None:
+        tcfg, vcfg, lcfg = self.opt["train"], self.opt["val"], self.opt["logger"]
+        per_epoch = self.sampler.batches_per_epoch
         while self.iteration < total:
             if self.batch_in_epoch >= per_epoch:
                 self.epoch, self.batch_in_epoch = self.epoch + 1, 0
@@ -296,13 +316,22 @@ class Trainer:
                 periodic = self.iteration % tcfg["save_freq"] == 0
                 if periodic or is_best or self.iteration == total:
                     self.save(periodic, is_best)
+                if stop.requested(self.dist.enabled, self.device):
+                    self._stop_on_signal(stop, saved=periodic or is_best or self.iteration == total)
                 if self.iteration >= total:
                     break
-        if bar:
-            bar.close()
+
+    def _stop_on_signal(self, stop: StopOnSignal, saved: bool) -> None:
+        """Checkpoint this iteration (unless just saved), requeue on SLURM if asked, and stop."""
+        if not saved:
+            self.save(periodic=False, best=False)
         self.tb.close()
-        self.log.info("done: %d iterations; checkpoints in %s", self.iteration, self.exp.checkpoints)
-        return self.last_summary
+        where = os.path.join(self.exp.checkpoints, "last.pth")
+        self.log.info("%s received: stopped after iteration %d, checkpoint %s", stop.name, self.iteration, where)
+        if self.opt["dist"]["slurm_requeue"] and self.dist.is_main:
+            self.log.info(requeue_slurm_job())
+        raise TrainingPreempted(f"training stopped by {stop.name} at iteration {self.iteration}; checkpoint saved "
+                                f"to '{where}'; continue with the same command and --auto_resume")
 
     def _log_progress(self, losses: Dict[str, float], t0: float, it0: int, total: int) -> None:
         lr = self.optimizer.param_groups[0]["lr"]

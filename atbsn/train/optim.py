@@ -9,18 +9,40 @@ reached at the last iteration.
 """
 from __future__ import annotations
 
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 from torch import optim
 from torch.optim import lr_scheduler
 
 from ..errors import OptionsError
 from ..utils.periods import Period, iterations
-from ..registry import Registry
+from ..registry import NonNegativeFloat, PositiveFloat, Probability, Registry
 
 OPTIMIZER_REGISTRY = Registry("optimizer")
-for _cls in (optim.Adam, optim.AdamW, optim.SGD):
-    OPTIMIZER_REGISTRY.register(_cls)
+Betas = Tuple[Probability, Probability]
+
+
+# torch's classes with their options' allowed ranges declared, so that a bad value is an option error.
+@OPTIMIZER_REGISTRY.register()
+class Adam(optim.Adam):
+    def __init__(self, params, lr: PositiveFloat = 1e-3, betas: Betas = (0.9, 0.999), eps: PositiveFloat = 1e-8,
+                 weight_decay: NonNegativeFloat = 0.0, amsgrad: bool = False):
+        super().__init__(params, lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, amsgrad=amsgrad)
+
+
+@OPTIMIZER_REGISTRY.register()
+class AdamW(optim.AdamW):
+    def __init__(self, params, lr: PositiveFloat = 1e-3, betas: Betas = (0.9, 0.999), eps: PositiveFloat = 1e-8,
+                 weight_decay: NonNegativeFloat = 1e-2, amsgrad: bool = False):
+        super().__init__(params, lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, amsgrad=amsgrad)
+
+
+@OPTIMIZER_REGISTRY.register()
+class SGD(optim.SGD):
+    def __init__(self, params, lr: PositiveFloat = 1e-3, momentum: NonNegativeFloat = 0.0,
+                 dampening: NonNegativeFloat = 0.0, weight_decay: NonNegativeFloat = 0.0, nesterov: bool = False):
+        super().__init__(params, lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
+                         nesterov=nesterov)
 
 SCHEDULER_REGISTRY = Registry("scheduler")
 
@@ -28,7 +50,7 @@ SCHEDULER_REGISTRY = Registry("scheduler")
 class CosineAnnealingLR(lr_scheduler.CosineAnnealingLR):
     """Cosine from the initial rate to ``eta_min`` over ``T_max`` (default: the whole run)."""
 
-    def __init__(self, optimizer, total_iter: int, T_max: Period = 1.0, eta_min: float = 0.0):
+    def __init__(self, optimizer, total_iter: int, T_max: Period = 1.0, eta_min: NonNegativeFloat = 0.0):
         super().__init__(optimizer, T_max=iterations(T_max, total_iter, "train.scheduler.T_max"), eta_min=eta_min)
 
 
@@ -36,7 +58,7 @@ class CosineAnnealingLR(lr_scheduler.CosineAnnealingLR):
 class MultiStepLR(lr_scheduler.MultiStepLR):
     """Multiply the rate by ``gamma`` at each milestone."""
 
-    def __init__(self, optimizer, total_iter: int, milestones: List[Period], gamma: float = 0.1):
+    def __init__(self, optimizer, total_iter: int, milestones: List[Period], gamma: PositiveFloat = 0.1):
         steps = [iterations(m, total_iter, f"train.scheduler.milestones[{i}]") for i, m in enumerate(milestones)]
         super().__init__(optimizer, milestones=steps, gamma=gamma)
 
@@ -45,7 +67,7 @@ class MultiStepLR(lr_scheduler.MultiStepLR):
 class StepLR(lr_scheduler.StepLR):
     """Multiply the rate by ``gamma`` every ``step_size``."""
 
-    def __init__(self, optimizer, total_iter: int, step_size: Period, gamma: float = 0.1):
+    def __init__(self, optimizer, total_iter: int, step_size: Period, gamma: PositiveFloat = 0.1):
         step = iterations(step_size, total_iter, "train.scheduler.step_size")
         if step < 1:
             raise OptionsError("'train.scheduler.step_size' must be at least 1 iteration")
@@ -57,7 +79,8 @@ class ExponentialLR(lr_scheduler.ExponentialLR):
     """Multiply the rate by ``gamma`` every iteration; or give ``final_factor`` (e.g. 0.01: the rate
     ends at 1% of its start whatever the run length) and gamma follows from ``train.total_iter``."""
 
-    def __init__(self, optimizer, total_iter: int, gamma: Optional[float] = None, final_factor: Optional[float] = None):
+    def __init__(self, optimizer, total_iter: int, gamma: Optional[PositiveFloat] = None,
+                 final_factor: Optional[PositiveFloat] = None):
         if (gamma is None) == (final_factor is None):
             raise OptionsError("train.scheduler (ExponentialLR): give exactly one of 'gamma' (per iteration) and "
                                "'final_factor' (the factor reached at train.total_iter)")
