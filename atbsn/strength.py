@@ -7,7 +7,8 @@ denoiser's change ``d - x`` is kept only as far as the image's own noise explain
   ``ring`` (so the prediction does not see the pixel's own noise, nor noise correlated over fewer
   pixels). In flat regions the residual's energy is the noise variance; texture only adds to it.
   So, per brightness bin (camera noise depends on the signal), a low quantile of 8x8-block
-  residual energies estimates the noise variance sigma^2(I), looked up per pixel.
+  residual energies estimates the noise variance sigma^2(I), looked up per pixel; bins that
+  texture covers are capped by their neighbours (``smooth_levels``).
 * **Strength.** ``adaptive_blend`` keeps ``x + w (d - x)`` with ``w = min(1, sigma^2 / D)``, D the
   local mean of ``|d - x|^2``. For a prediction d that does not see the pixel's noise,
   ``E|d - x|^2 = E|d - y|^2 + sigma^2``, and this w is the Wiener shrinkage between d and x: its
@@ -77,7 +78,20 @@ def noise_variance(x: torch.Tensor, ring: int = 2, block: int = 8, quantile: flo
         groups = [g for g in torch.tensor_split(order, min(bins, len(order))) if len(g)]
         centers = torch.stack([lv[g].median() for g in groups])
         levels = torch.stack([torch.quantile(e[g], quantile) for g in groups])
-        out[i] = _interp(brightness[i], centers, levels)
+        out[i] = _interp(brightness[i], centers, smooth_levels(levels, torch.quantile(e, quantile)))
+    return out
+
+
+def smooth_levels(levels: torch.Tensor, overall: torch.Tensor, step: float = 2.0, span: float = 8.0) -> torch.Tensor:
+    """A brightness bin covered by texture (fabric, foliage) reads far above the noise. Camera noise
+    changes smoothly with brightness, so each bin is capped at ``step`` times its neighbour's level
+    (applied both ways) and at ``span`` times the image-wide quantile, the level of its flattest
+    blocks wherever they are. Caps only lower the estimate: the safe direction."""
+    out = torch.minimum(levels, overall * span)
+    for i in range(1, len(out)):
+        out[i] = torch.minimum(out[i], out[i - 1] * step)
+    for i in range(len(out) - 2, -1, -1):
+        out[i] = torch.minimum(out[i], out[i + 1] * step)
     return out
 
 
@@ -106,7 +120,7 @@ def adaptive_blend(noisy: torch.Tensor, denoised: torch.Tensor, sigma2: Optional
     for i in range(noisy.shape[0]):
         s2 = sigma2[i].mean()
         changed = (out[i] - noisy[i]).pow(2).mean()
-        residual = (sigma2[i] - (out[i] - noisy[i]).pow(2).mean(0, keepdim=True)).clamp_min(0.05 * sigma2[i]).mean()
+        residual = (s2 - changed).clamp_min(0.05 * s2)  # image-wide means: per-pixel terms are chi-square noisy
         gain = float(10 * torch.log10(s2 / residual)) if s2 > 0 else 0.0
         keep = gain < min_gain_db
         if keep:

@@ -148,12 +148,224 @@ def run_recipe(set_name: str, work: str) -> dict:
     return {"commands": [" ".join(c) for c in commands], "seconds": seconds, "per_image": per_image}
 
 
-def run_diagnosis(set_name, work, entry):  # STUB
-    raise NotImplementedError
+def teacher_outputs(teacher, noisy: np.ndarray) -> np.ndarray:
+    """The stage-1 teacher at every hole size of HOLE_SIZES, as the recipe runs it (centred, on
+    64-px cross-faded tiles): one U-Net pass per tile, one head per k. K x H x W x C in [0, 1]."""
+    import torch
+
+    from atbsn.inference import denoise_blended
+    from atbsn.models.atbsn import center
+
+    model = teacher.model
+    net = model.networks["net"]
+
+    def all_heads(t):
+        x, mean = center(model.prepare_input(t) * 255, model.centering)
+        with torch.no_grad():
+            return torch.cat([h + mean for h in net.heads(net.features(x), list(HOLE_SIZES))], 1).cpu() / 255
+
+    x = torch.from_numpy(np.ascontiguousarray(noisy.transpose(2, 0, 1))).float()[None]
+    y = denoise_blended(all_heads, x, 64, 32)[0].numpy()
+    return y.reshape(len(HOLE_SIZES), noisy.shape[2], *y.shape[-2:]).transpose(0, 2, 3, 1).astype(np.float64)
 
 
-def write_report(results, out, work):  # STUB
-    print(json.dumps({k: {s: {n: v.get('recipe') for n, v in d.get('recipe', {}).get('per_image', {}).items()} for s in []} for k, d in results['sets'].items()}))
+def textured_crop(clean: np.ndarray, size: int = 96):
+    """(y, x) of the size x size window with the most gradient energy in the clean image."""
+    import cv2
+
+    g = cv2.cvtColor(clean.astype(np.float32), cv2.COLOR_RGB2GRAY)
+    energy = cv2.Sobel(g, cv2.CV_32F, 1, 0) ** 2 + cv2.Sobel(g, cv2.CV_32F, 0, 1) ** 2
+    box = cv2.boxFilter(energy, -1, (size, size), normalize=True, borderType=cv2.BORDER_CONSTANT)
+    h, w = g.shape
+    r = size // 2
+    inner = box[r:h - r + 1, r:w - r + 1] if h > size and w > size else box
+    y, x = np.unravel_index(int(np.argmax(inner)), inner.shape)
+    return int(min(y, max(0, h - size))), int(min(x, max(0, w - size)))
+
+
+def run_diagnosis(set_name: str, work: str, entry: dict) -> dict:
+    """Per image: the teacher at each k, their mean (the 7-k ensemble) and the distilled student,
+    each at full strength and with the adaptive strength; crops of the most textured regions."""
+    import torch
+
+    from atbsn.inference import Denoiser
+    from atbsn.strength import adaptive_blend
+
+    _, _, (teacher_ckpt, student_ckpt) = recipe_commands(set_name, work)
+    teacher, student = Denoiser.from_checkpoint(teacher_ckpt, "cpu"), Denoiser.from_checkpoint(student_ckpt, "cpu")
+    student.model.strength = {"mode": "full"}  # the network's own output; the adaptive step is applied below
+    per_image, crops = {}, {}
+    t0 = time.perf_counter()
+    for name, noisy_path, clean_path in pairs(SETS[set_name]):
+        noisy, clean = read_rgb(noisy_path), read_rgb(clean_path)
+        x = torch.from_numpy(np.ascontiguousarray(noisy.transpose(2, 0, 1))).float()[None]
+        candidates = {f"teacher k={k}": t for k, t in zip(HOLE_SIZES, teacher_outputs(teacher, noisy))}
+        candidates["teacher, mean of the 7 k"] = np.mean([candidates[f"teacher k={k}"] for k in HOLE_SIZES], 0)
+        candidates["student"] = student(noisy.astype(np.float32)).astype(np.float64)
+        row = {"noisy": psnr(noisy, clean)}
+        adaptive_images = {}
+        for label, out in candidates.items():
+            row[label] = psnr(out, clean)
+            d = torch.from_numpy(np.ascontiguousarray(out.transpose(2, 0, 1))).float()[None]
+            blended = adaptive_blend(x, d)[0][0].numpy().transpose(1, 2, 0).astype(np.float64)
+            row[label + " + adaptive"] = psnr(blended, clean)
+            adaptive_images[label] = blended
+        per_image[name] = row
+        y0, x0 = textured_crop(clean)
+        sl = (slice(y0, y0 + 96), slice(x0, x0 + 96))
+        crops[name] = {"yx": [y0, x0], "images": {
+            "noisy": noisy[sl], "teacher k=3": candidates["teacher k=3"][sl],
+            "teacher mean of k": candidates["teacher, mean of the 7 k"][sl], "student (full)": candidates["student"][sl],
+            "recipe (student + adaptive)": adaptive_images["student"][sl], "clean": clean[sl]}}
+        print(f"{set_name} diagnosis {name}: noisy {row['noisy']:.2f}, student {row['student']:.2f}, "
+              f"+ adaptive {row['student + adaptive']:.2f} ({time.perf_counter() - t0:.0f} s)", flush=True)
+    write_crops(set_name, crops, per_image, os.path.join(work, f"crops_{set_name}.png"))
+    return {"per_image": per_image, "crop_origins": {n: c["yx"] for n, c in crops.items()},
+            "seconds": time.perf_counter() - t0}
+
+
+def write_crops(set_name: str, crops: dict, per_image: dict, path: str, rows: int = 4) -> None:
+    """The most textured 96-px region of the images where the student loses most, at 2x (nearest),
+    one row per image: noisy, teacher k=3, teacher mean, student, recipe, clean."""
+    import cv2
+
+    worst = sorted(per_image, key=lambda n: per_image[n]["student"] - per_image[n]["noisy"])[:rows]
+    lines = []
+    for name in worst:
+        tiles = []
+        for label, img in crops[name]["images"].items():
+            t = cv2.resize(np.clip(img, 0, 1).astype(np.float32), None, fx=2, fy=2, interpolation=cv2.INTER_NEAREST)
+            t = (t * 255).round().astype(np.uint8)[:, :, ::-1].copy()
+            t = cv2.copyMakeBorder(t, 18, 2, 2, 2, cv2.BORDER_CONSTANT, value=(255, 255, 255))
+            cv2.putText(t, label, (3, 13), cv2.FONT_HERSHEY_SIMPLEX, 0.36, (0, 0, 0), 1, cv2.LINE_AA)
+            tiles.append(t)
+        line = np.concatenate(tiles, 1)
+        head = np.full((16, line.shape[1], 3), 255, np.uint8)
+        r = per_image[name]
+        cv2.putText(head, f"{name} (crop at y, x = {crops[name]['yx']}): noisy {r['noisy']:.2f} dB, student "
+                    f"{r['student']:.2f}, recipe {r['student + adaptive']:.2f}", (3, 12), cv2.FONT_HERSHEY_SIMPLEX,
+                    0.4, (0, 0, 0), 1, cv2.LINE_AA)
+        lines += [head, line]
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    cv2.imwrite(path, np.concatenate(lines, 0))
+
+
+# --------------------------------------------------------------------------- report
+def best_fixed(baselines: dict, kind: str):
+    """The setting of ``kind`` with the best mean over the set (what a user picking one value gets)."""
+    keys = [k for k in baselines if k.startswith(kind + " ") and k != "bm3d estimated"]
+    return max(keys, key=lambda k: np.mean(list(baselines[k].values()))) if keys else None
+
+
+def write_report(results: dict, out: str, work: str) -> None:
+    lines = ["# Adaptive strength: mild and heavy real noise, image by image", "",
+             "Every number below comes from " + "; then ".join(
+                 f"`{r['command']}` at revision {r['revision']} ({r['machine']}, {r['date']})"
+                 for r in results["runs"]) + ". The learned rows are trained on the *noisy* images of the set only "
+             "(the README's three commands, `options/train/noisy_folder.yml`, `noisy_folder_distill.yml`, "
+             "`options/test/noisy_folder.yml`); the clean images only score. PSNR is `basicsr_rgb` (8-bit, RGB, "
+             "no border crop). Gains are over the noisy input of the same image.", ""]
+    for set_name, res in results["sets"].items():
+        base, rec, diag = res.get("baselines", {}), res.get("recipe"), res.get("diagnosis")
+        lines += [f"## {set_name} (`{SETS[set_name]}`)", ""]
+        if base:
+            noisy = base["noisy"]
+            lines += ["| method | mean PSNR | mean gain | worst gain | images worse than noisy |",
+                      "|---|---:|---:|---:|---:|"]
+
+            def row(label, scores):
+                gains = [scores[n] - noisy[n] for n in noisy]
+                return (f"| {label} | {np.mean(list(scores.values())):.2f} | {np.mean(gains):+.2f} | "
+                        f"{min(gains):+.2f} | {sum(g < 0 for g in gains)} / {len(gains)} |")
+
+            for key, scores in base.items():
+                best = key in (best_fixed(base, "blur"), best_fixed(base, "nlm"), best_fixed(base, "bm3d"))
+                lines.append(row(("**best fixed: " + key + "**") if best else key, scores))
+            if rec:
+                lines.append(row("**recipe (student + adaptive strength)**",
+                                 {n: v["recipe"] for n, v in rec["per_image"].items()}))
+            lines.append("")
+        if rec:
+            pi = rec["per_image"]
+            err = [pi[n]["estimated_gain"] - (pi[n]["recipe"] - pi[n]["noisy"]) for n in pi]
+            sig_ratio = [pi[n]["noise_sigma"] / max(pi[n]["true_sigma"], 1e-9) for n in pi]
+            names = ["teacher", "distillation", "test.py"]
+            lines += [f"Recipe wall time on this machine: " + ", ".join(
+                f"{n} {s / 60:.1f} min" for n, s in zip(names, rec["seconds"]))
+                + f"; all stages {sum(rec['seconds']) / 60:.1f} min. Commands: "
+                + " && ".join(f"`{c}`" for c in rec["commands"]), "",
+                f"test.py's estimate (`strength.csv`, no clean image) against the true gain: mean error "
+                f"{np.mean(err):+.2f} dB, mean absolute error {np.mean(np.abs(err)):.2f} dB, worst {max(err, key=abs):+.2f} dB; "
+                f"estimated noise sigma over the true RMS of noisy - clean: {min(sig_ratio):.2f}-{max(sig_ratio):.2f} "
+                f"(the estimate counts the noise a local denoiser can see; slowly varying differences do not count).", "",
+                "| image | noisy | recipe | true gain | estimated gain | estimated sigma | true sigma | mean strength w |",
+                "|---|---:|---:|---:|---:|---:|---:|---:|"]
+            for n, v in pi.items():
+                lines.append(f"| {n} | {v['noisy']:.2f} | {v['recipe']:.2f} | {v['recipe'] - v['noisy']:+.2f} | "
+                             f"{v['estimated_gain']:+.2f} | {v['noise_sigma']:.2f} | {v['true_sigma']:.2f} | "
+                             f"{v['mean_strength']:.2f} |")
+            lines.append("")
+        if diag:
+            pi = diag["per_image"]
+            labels = [k for k in next(iter(pi.values())) if k != "noisy"]
+            lines += ["Where texture is lost (diagnosis): mean PSNR and worst gain over the noisy input of each stage, "
+                      "at full strength and with the adaptive strength applied to its output "
+                      f"(noisy mean {np.mean([v['noisy'] for v in pi.values()]):.2f} dB).", "",
+                      "| stage | full: mean | full: worst gain | adaptive: mean | adaptive: worst gain |",
+                      "|---|---:|---:|---:|---:|"]
+            for label in labels:
+                if label.endswith(" + adaptive"):
+                    continue
+                full = [pi[n][label] for n in pi]
+                ad = [pi[n][label + " + adaptive"] for n in pi]
+                lines.append(f"| {label} | {np.mean(full):.2f} | {min(f - pi[n]['noisy'] for f, n in zip(full, pi)):+.2f} | "
+                             f"{np.mean(ad):.2f} | {min(a - pi[n]['noisy'] for a, n in zip(ad, pi)):+.2f} |")
+            lines += ["", f"Crops: `crops_adaptive_{set_name}.png` (the most textured 96-px region of the four images "
+                      "where the student loses most, shown at 2x).", ""]
+            src = os.path.join(work, f"crops_{set_name}.png")
+            if os.path.exists(src):
+                import shutil
+
+                shutil.copyfile(src, os.path.join(out, f"crops_adaptive_{set_name}.png"))
+    with open(os.path.join(out, "adaptive.md"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+    draw_scatter(results, out)
+    print(f"wrote {out}/adaptive.md")
+
+
+def draw_scatter(results: dict, out: str) -> None:
+    """Per image: gain over the noisy input against the noisy PSNR (recipe, best NLM, best blur)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib not installed (pip install matplotlib): scatter skipped")
+        return
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    for set_name, res in results["sets"].items():
+        base, rec = res.get("baselines"), res.get("recipe")
+        if not base or not rec:
+            continue
+        noisy = base["noisy"]
+        marker = {"cc15": "o", "sidd4": "s"}.get(set_name, "^")
+        series = {"recipe": {n: v["recipe"] for n, v in rec["per_image"].items()}}
+        for kind in ("nlm", "blur"):
+            key = best_fixed(base, kind)
+            if key:
+                series[key] = base[key]
+        for (label, scores), color in zip(series.items(), ("tab:red", "tab:olive", "tab:gray")):
+            ax.scatter([noisy[n] for n in noisy], [scores[n] - noisy[n] for n in noisy], marker=marker, c=color,
+                       s=22, label=f"{set_name}: {label}")
+    ax.axhline(0, color="k", lw=0.8)
+    ax.set_xlabel("noisy input PSNR (dB)")
+    ax.set_ylabel("gain over the noisy input (dB)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(os.path.join(out, "adaptive_scatter.png"), dpi=110)
+    plt.close(fig)
 
 
 def main() -> int:

@@ -1,0 +1,133 @@
+"""The adaptive strength (atbsn/strength.py): the noise level from the noisy image alone, a change
+kept only as far as the noise explains it, the gain estimate, and test.py's strength.csv; and the
+recipe's ``train.amp: auto`` switch."""
+import csv
+import logging
+
+import numpy as np
+import pytest
+import torch
+
+from atbsn.strength import adaptive_blend, noise_variance
+
+from conftest import run_cli, student_a_options, write_options, write_png
+
+
+def _textured(h=192, w=192, seed=0):
+    """Half flat, half fine stripes and checks (texture a blur would erase), in [0.2, 0.8]."""
+    rng = np.random.RandomState(seed)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
+    base = 0.5 + 0.25 * np.cos(yy / 30)  # the flat and the striped half share every brightness
+    texture = 0.12 * np.sign(np.sin(xx * 1.3) * np.sin(yy * 1.1)) * (xx > w / 2)
+    img = np.clip(base + texture, 0, 1)[None].repeat(3, 0) + rng.uniform(-0.02, 0.02, (3, 1, 1))
+    return torch.from_numpy(img).float()[None]
+
+
+def _mse(a, b):
+    return float((a - b).pow(2).mean())
+
+
+def test_noise_variance_of_white_and_signal_dependent_noise():
+    clean = _textured()
+    g = torch.Generator().manual_seed(0)
+    for sigma in (2.0, 5.0, 12.0):  # 8-bit levels
+        noisy = clean + torch.randn(clean.shape, generator=g) * sigma / 255
+        est = noise_variance(noisy).mean().sqrt().item() * 255
+        assert 0.8 * sigma < est < 1.15 * sigma, (sigma, est)
+    # noise that grows with brightness: the estimate follows it (dark half vs bright half)
+    ramp = torch.linspace(0.1, 0.9, 192).view(1, 1, 1, -1).expand(1, 3, 192, 192)
+    sd = (1 + 10 * ramp) / 255
+    noisy = ramp + torch.randn(ramp.shape, generator=g) * sd
+    s2 = noise_variance(noisy)
+    dark, bright = s2[..., :48].mean().sqrt() * 255, s2[..., -48:].mean().sqrt() * 255
+    assert 2.0 < dark < 3.6 and 8.0 < bright < 11.5, (dark, bright)
+
+
+def test_adaptive_blend_never_makes_the_image_worse_and_keeps_texture():
+    """A prediction that does not see the pixel's noise (clean + its own error) and a blur that
+    erases the stripes: the blend beats both the input and the candidate, and the estimated gain
+    is within 0.6 dB of the true one."""
+    clean = _textured()
+    g = torch.Generator().manual_seed(1)
+    for sigma in (3.0, 8.0, 20.0):
+        noise = torch.randn(clean.shape, generator=g) * sigma / 255
+        noisy = clean + noise
+        blind = clean + torch.randn(clean.shape, generator=g) * 0.6 * sigma / 255  # independent of the noise
+        import cv2
+
+        blur = torch.from_numpy(cv2.GaussianBlur(noisy[0].numpy().transpose(1, 2, 0), (0, 0), 2.0)
+                                .transpose(2, 0, 1)).float()[None]
+        for cand in (blind, blur):
+            out, (report,) = adaptive_blend(noisy, cand)
+            true_gain = 10 * np.log10(_mse(noisy, clean) / _mse(out, clean))
+            assert _mse(out, clean) < _mse(noisy, clean)
+            assert _mse(out, clean) < _mse(cand, clean) * 1.02
+            assert abs(report.estimated_gain_db - true_gain) < 0.6, (sigma, report, true_gain)
+            assert 0 < report.mean_strength <= 1 and not report.kept_input
+        # the striped half keeps its texture: the blur's loss there is mostly undone
+        _, half = clean.shape[-1], clean.shape[-1] // 2
+        out, _ = adaptive_blend(noisy, blur)
+        assert _mse(out[..., half:], clean[..., half:]) < 0.5 * _mse(blur[..., half:], clean[..., half:])
+
+
+def test_a_change_the_noise_does_not_explain_is_undone_and_min_gain_keeps_the_input():
+    clean = _textured()
+    noisy = clean + torch.randn(clean.shape, generator=torch.Generator().manual_seed(2)) * 2 / 255
+    shifted = noisy + 0.2  # a brightness change 50x the noise
+    out, (report,) = adaptive_blend(noisy, shifted)
+    assert (out - noisy).abs().mean() < 0.01 and report.mean_strength < 0.01
+    out, (report,) = adaptive_blend(noisy, clean, min_gain_db=50.0)
+    assert torch.equal(out, noisy) and report.kept_input and report.estimated_gain_db == 0.0
+
+
+def test_test_py_writes_the_strength_csv_and_a_summary(tmp_path, image_folder):
+    opt = student_a_options(tmp_path, image_folder, "strength")
+    opt["val"]["strength"] = {"mode": "adaptive"}
+    path = write_options(tmp_path / "s.yml", opt)
+    code, out, err = run_cli("test.py", "-opt", path, "--input", str(image_folder / "noisy"),
+                             "--output", str(tmp_path / "out"))
+    assert code == 0, err
+    rows = list(csv.DictReader(open(tmp_path / "out" / "strength.csv")))
+    assert len(rows) == 6 and {r["output"].rsplit("/", 1)[-1] for r in rows} == {f"img{i}.png" for i in range(6)}
+    for r in rows:  # the fixture's noise is Gaussian with sigma 15 (clipped at the ends)
+        assert 9 < float(r["noise_sigma_8bit"]) < 17, r
+        assert 0 <= float(r["mean_strength"]) <= 1
+    summary = [line for line in out.splitlines() if line.startswith("adaptive strength:")]
+    assert len(summary) == 1 and "estimated noise sigma" in summary[0] and "strength.csv" in summary[0]
+
+
+def test_adaptive_strength_in_the_python_api_matches_test_py(tmp_path, image_folder):
+    from atbsn.inference import Denoiser
+    from atbsn.utils.image import read_image
+
+    opt = student_a_options(tmp_path, image_folder, "api")
+    opt["val"]["strength"] = {"mode": "adaptive"}
+    den = Denoiser.from_options(write_options(tmp_path / "api.yml", opt), device="cpu")
+    noisy = (read_image(str(image_folder / "noisy" / "img0.png"))[0] * 255).round().astype(np.uint8)
+    full = den.model.strength
+    adaptive = den(noisy).astype(np.float64)
+    den.model.strength = {"mode": "full"}
+    plain = den(noisy).astype(np.float64)
+    den.model.strength = full
+    # the adaptive output lies between the input and the network's output, pixel by pixel
+    lo, hi = np.minimum(noisy, plain) - 1, np.maximum(noisy, plain) + 1
+    assert ((adaptive >= lo) & (adaptive <= hi)).all()
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_amp_auto_is_bf16_where_native_and_says_so(monkeypatch, caplog, native):
+    from atbsn.models import setup
+
+    monkeypatch.setattr(setup, "native_cpu_bf16", lambda: native)
+    with caplog.at_level(logging.INFO, logger="atbsn"):
+        dtype = setup.autocast_dtype("auto", torch.device("cpu"))
+    assert dtype is (torch.bfloat16 if native else None)
+    assert len(caplog.records) == 1
+    assert ("bf16 autocast" if native else "fp32") in caplog.records[0].getMessage()
+
+
+def test_the_recipe_trains_with_amp_auto():
+    from atbsn.options import load_options
+
+    assert load_options("options/train/noisy_folder.yml")["train"]["amp"] == "auto"
+    assert load_options("options/test/noisy_folder.yml")["val"]["strength"]["mode"] == "adaptive"
