@@ -111,10 +111,13 @@ def test_the_three_recipe_commands_on_a_mixed_size_folder(tmp_path):
 
 @pytest.mark.slow
 @needs(os.path.join(DATA, "CC15"))
-def test_recipe_beats_the_noisy_input_on_cc15_images(tmp_path):
-    """End to end on 4 CC15 images (mild DSLR noise, the harder case) with 600 + 300 iterations
-    instead of 1,600 + 1,000 (about 8 minutes on 2 cores); PSNR against the clean means."""
+def test_recipe_never_loses_to_the_input_and_beats_the_best_nlm_on_cc15_images(tmp_path):
+    """End to end on 4 CC15 images (mild DSLR noise) with 300 + 200 iterations instead of the
+    recipe's 500 + 450 (about 10 minutes on 2 cores): no output below its noisy input (0.1 dB
+    margin, the acceptance bound), and the mean above OpenCV NL-means at its best h for these four."""
     import shutil
+
+    import cv2
 
     from atbsn.metrics import build_metric
 
@@ -122,17 +125,26 @@ def test_recipe_beats_the_noisy_input_on_cc15_images(tmp_path):
     (tmp_path / "photos").mkdir()
     for n in names:
         shutil.copy(os.path.join(DATA, "CC15", "noisy", f"{n}.png"), tmp_path / "photos")
-    budget = ["train.total_iter=600", "logger.use_tensorboard=false"]  # the cosine follows total_iter
-    for opts, extra in ((TRAIN, []), (DISTILL, ["train.total_iter=300"])):
+    budget = ["train.total_iter=300", "logger.use_tensorboard=false"]  # the cosine follows total_iter
+    for opts, extra in ((TRAIN, []), (DISTILL, ["train.total_iter=200"])):
         code, out, err = run_cli("train.py", "-opt", opts, "--set", "datasets.train.root=photos", *budget, *extra,
                                  cwd=tmp_path)
         assert code == 0, err
     code, out, err = run_cli("test.py", "-opt", TEST, "--input", "photos", "--output", "out", cwd=tmp_path)
     assert code == 0, err
+    assert "adaptive strength:" in out and (tmp_path / "out" / "strength.csv").exists()
     proto = build_metric("basicsr_rgb")
-    ours, noisy = [], []
+    ours, noisy, nlm = [], [], {h: [] for h in (3, 5, 10, 15)}
     for n in names:
         clean = read_image(os.path.join(DATA, "CC15", "clean", f"{n}.png"))[0]
+        x = read_image(str(tmp_path / "photos" / f"{n}.png"))[0]
         ours.append(proto(read_image(str(tmp_path / "out" / f"{n}.png"))[0], clean)["psnr"])
-        noisy.append(proto(read_image(str(tmp_path / "photos" / f"{n}.png"))[0], clean)["psnr"])
-    assert np.mean(ours) > np.mean(noisy), (ours, noisy)
+        noisy.append(proto(x, clean)["psnr"])
+        u8 = np.round(x * 255).astype(np.uint8)[:, :, ::-1].copy()
+        for h in nlm:
+            den = cv2.fastNlMeansDenoisingColored(u8, None, h, h, 7, 21)[:, :, ::-1] / 255.0
+            nlm[h].append(proto(den, clean)["psnr"])
+    gains = np.array(ours) - np.array(noisy)
+    assert gains.min() > -0.1, (ours, noisy)
+    best_nlm = max(np.mean(v) for v in nlm.values())
+    assert np.mean(ours) > best_nlm, (ours, {h: np.mean(v) for h, v in nlm.items()})
