@@ -91,7 +91,7 @@ def test_bad_inputs_give_one_clear_error(tmp_path, image_folder):
     _one_line_error(code, err, "options file not found")
 
     code, _, err = run_cli("train.py", "-opt", write_options(tmp_path / "t.yml", opt), "--set", "train.total_iter=x")
-    _one_line_error(code, err, "'train.total_iter' must be int | null")
+    _one_line_error(code, err, "'train.total_iter' must be an integer >= 1 | null")
 
 
 def test_wrong_checkpoint_and_unwritable_output(tmp_path, trained):
