@@ -190,10 +190,11 @@ def write_strength_report(csv_path: str, paths: List[str], outputs: List[str], r
     with open(csv_path, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["input", "output", "noise_sigma_8bit", "changed_rms_8bit", "mean_strength",
-                    "estimated_gain_db", "kept_input"])
+                    "estimated_gain_db", "kept_input", "heaviness", "nlm_weight"])
         for p, o, r in zip(paths, outputs, reports):
             w.writerow([p, o, f"{r.noise_sigma:.3f}", f"{r.changed_rms:.3f}", f"{r.mean_strength:.4f}",
-                        f"{r.estimated_gain_db:.3f}", int(r.kept_input)])
+                        f"{r.estimated_gain_db:.3f}", int(r.kept_input), f"{r.heaviness:.3f}",
+                        f"{r.classical_mix:.3f}"])
     gains = [r.estimated_gain_db for r in reports]
     sigmas = [r.noise_sigma for r in reports]
     kept = sum(r.kept_input for r in reports)

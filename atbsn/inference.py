@@ -242,8 +242,8 @@ def denoise(model: DenoisingModel, noisy: torch.Tensor, tile: Optional[int] = No
     if strength["mode"] == "adaptive":
         from .strength import adaptive_blend
 
-        out, measured = adaptive_blend(noisy.cpu(), out, window=strength["window"],
-                                       min_gain_db=strength["min_gain_db"])
+        settings = {k: v for k, v in strength.items() if k != "mode"}
+        out, measured = adaptive_blend(noisy.cpu(), out, **settings)
         if reports is not None:
             reports.extend(measured)
     return out

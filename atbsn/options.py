@@ -102,6 +102,11 @@ SCHEMA: Dict[str, Any] = {
             "mode": Opt(Literal["full", "adaptive"], "full"),
             "window": Opt(PositiveInt, 7),
             "min_gain_db": Opt(float, 0.0),  # below this estimated gain the input is written unchanged
+            # the shrinkage fades out from mild_sigma to heavy_sigma (estimated noise, 8-bit levels)
+            "mild_sigma": Opt(NonNegativeFloat, 8.0),
+            "heavy_sigma": Opt(NonNegativeFloat, 14.0),
+            "classical_mix": Opt(Probability, 0.0),  # weight of NL-means in mild-noise outputs
+            "nlm_strength": Opt(PositiveFloat, 1.25),  # NL-means h = nlm_strength x estimated sigma
         },
     },
     "test": {

@@ -11,14 +11,23 @@ denoiser's change ``d - x`` is kept only as far as the image's own noise explain
   texture covers are capped by their neighbours (``smooth_levels``).
 * **Strength.** ``adaptive_blend`` keeps ``x + w (d - x)`` with ``w = min(1, sigma^2 / D)``, D the
   local mean of ``|d - x|^2``. For a prediction d that does not see the pixel's noise,
-  ``E|d - x|^2 = E|d - y|^2 + sigma^2``, and this w is the Wiener shrinkage between d and x: its
-  error ``sigma^2 (1 - sigma^2 / D)`` is never above the input's. A denoiser that already stays
-  within the noise (D <= sigma^2) is left as it is; one that removes texture (D > sigma^2) is
-  pulled back toward the input where it does.
-* **Gain estimate.** For that shrinkage the error is orthogonal to the change:
+  ``E|d - x|^2 = E|d - y|^2 + sigma^2``, and this w is the Wiener shrinkage between d and x (the
+  posterior mean of a blind-spot prediction and the noisy pixel). A denoiser that stays within the
+  noise (D <= sigma^2) is left as it is; one that removes texture (D > sigma^2) is pulled back
+  toward the input where it does.
+* **Mild and heavy noise.** The shrinkage pays where the noise is mild (texture is then the larger
+  term); under heavy noise the estimated sigma^2 is biased low (the noise is correlated over more
+  than the ring) and the shrinkage only leaves noise in. So it fades out between ``mild_sigma`` and
+  ``heavy_sigma`` (8-bit levels; full change above). Under mild noise the result is also averaged
+  with NL-means at ``h = nlm_strength * sigma`` (``classical_mix``): the blind-spot student erases
+  fine texture where NL-means leaves patch artefacts, and their mean beats both
+  (benchmarks/real_noise/adaptive.md).
+* **Gain estimate.** For the Wiener shrinkage the error is orthogonal to the change:
   ``E|out - y|^2 = sigma^2 - E|out - x|^2``, so the gain over the input is estimated, with no clean
-  image, as ``10 log10(sum sigma^2 / sum (sigma^2 - |out - x|^2))``. ``val.strength.min_gain_db``
-  returns the input unchanged when the estimate says denoising does not help.
+  image, as ``10 log10(sum sigma^2 / sum (sigma^2 - |out - x|^2))`` (at most 13 dB). It is the
+  network half's gain: the NL-means average measured above it on every test image.
+  ``val.strength.min_gain_db`` returns the input unchanged when the estimate says denoising does
+  not help.
 """
 from __future__ import annotations
 
@@ -38,6 +47,8 @@ class StrengthReport:
     mean_strength: float  # mean of the per-pixel w in [0, 1]
     estimated_gain_db: float  # estimated PSNR gain of the output over the noisy input
     kept_input: bool  # True when the estimate said denoising does not help
+    heaviness: float = 0.0  # 0 mild ... 1 heavy noise (full strength), from noise_sigma
+    classical_mix: float = 0.0  # weight of NL-means in the output
 
 
 def _ring_mean(x: torch.Tensor, radius: int) -> torch.Tensor:
@@ -105,27 +116,67 @@ def _interp(v: torch.Tensor, xp: torch.Tensor, fp: torch.Tensor) -> torch.Tensor
     return f0 + t * (f1 - f0)
 
 
+def heaviness(sigma_8bit: float, mild_sigma: float, heavy_sigma: float) -> float:
+    """0 at or below ``mild_sigma``, 1 at or above ``heavy_sigma`` (8-bit levels), linear between."""
+    if heavy_sigma <= mild_sigma:
+        return float(sigma_8bit >= heavy_sigma)
+    return min(1.0, max(0.0, (sigma_8bit - mild_sigma) / (heavy_sigma - mild_sigma)))
+
+
+def nl_means(noisy: torch.Tensor, h: float) -> torch.Tensor:
+    """OpenCV's NL-means (7 px patches, 21 px search) of one C x H x W image in [0, 1], at filter
+    strength ``h`` in 8-bit levels; it works on 8-bit images, so the input is rounded to 8 bits."""
+    import cv2
+    import numpy as np
+
+    img = np.round(noisy.clamp(0, 1).permute(1, 2, 0).numpy() * 255).astype(np.uint8)
+    h = max(float(h), 0.5)
+    if img.shape[2] == 3:
+        out = cv2.fastNlMeansDenoisingColored(np.ascontiguousarray(img[:, :, ::-1]), None, h, h, 7, 21)[:, :, ::-1]
+    else:
+        out = cv2.fastNlMeansDenoising(np.ascontiguousarray(img[:, :, 0]), None, h, 7, 21)[:, :, None]
+    return torch.from_numpy(np.ascontiguousarray(out)).permute(2, 0, 1).float() / 255
+
+
 def adaptive_blend(noisy: torch.Tensor, denoised: torch.Tensor, sigma2: Optional[torch.Tensor] = None,
-                   window: int = 7, min_gain_db: float = 0.0) -> Tuple[torch.Tensor, list]:
-    """``noisy + w (denoised - noisy)`` with ``w = min(1, sigma^2 / local mean |denoised - noisy|^2)``,
-    and one :class:`StrengthReport` per image. Both images N x C x H x W in [0, 1]."""
+                   window: int = 7, min_gain_db: float = 0.0, mild_sigma: float = 8.0,
+                   heavy_sigma: float = 14.0, classical_mix: float = 0.0,
+                   nlm_strength: float = 1.25) -> Tuple[torch.Tensor, list]:
+    """The network's change kept as far as each image's noise explains it, and one
+    :class:`StrengthReport` per image. Both images N x C x H x W in [0, 1].
+
+    ``w = min(1, sigma^2 / ((1 - t) D))`` with ``t = heaviness(sigma)``: mild noise gets the Wiener
+    shrinkage, heavy noise (t = 1) the full change, where the estimated sigma^2 (biased low by noise
+    correlated over more than the ring) would leave noise in. Where the noise is mild the result is
+    averaged, with weight ``classical_mix (1 - t)``, with NL-means at ``h = nlm_strength sigma``:
+    the blind-spot student and NL-means err in different places (erased fine texture against
+    patch-matching artefacts), so their mean beats both on mild noise (benchmarks/real_noise/adaptive.md).
+    """
     noisy, denoised = noisy.float(), denoised.float()
     if sigma2 is None:
         sigma2 = noise_variance(noisy)
     change = denoised - noisy
     local = box_mean(change.pow(2).mean(1, keepdim=True), window)
-    w = (sigma2 / local.clamp_min(1e-12)).clamp(max=1.0)
-    out = noisy + w * change
+    out = torch.empty_like(noisy)
     reports = []
     for i in range(noisy.shape[0]):
         s2 = sigma2[i].mean()
+        sigma = float(s2.sqrt() * 255)
+        t = heaviness(sigma, mild_sigma, heavy_sigma)
+        w = torch.ones_like(local[i]) if t >= 1 else (sigma2[i] / (local[i] * (1 - t)).clamp_min(1e-12)).clamp(max=1.0)
+        out[i] = noisy[i] + w * change[i]
+        # the error of the Wiener shrinkage is orthogonal to its change: E|out - y|^2 = sigma^2 - E|out - x|^2
+        # (image-wide means, as per-pixel terms are chi-square noisy); capped at 13 dB
         changed = (out[i] - noisy[i]).pow(2).mean()
-        residual = (s2 - changed).clamp_min(0.05 * s2)  # image-wide means: per-pixel terms are chi-square noisy
+        residual = (s2 - changed).clamp_min(0.05 * s2)
         gain = float(10 * torch.log10(s2 / residual)) if s2 > 0 else 0.0
+        alpha = classical_mix * (1 - t)
+        if alpha > 0:
+            out[i] = (1 - alpha) * out[i] + alpha * nl_means(noisy[i], nlm_strength * sigma)
         keep = gain < min_gain_db
         if keep:
             out[i] = noisy[i]
-        reports.append(StrengthReport(noise_sigma=float(s2.sqrt() * 255), changed_rms=float(changed.sqrt() * 255),
-                                      mean_strength=float(w[i].mean()), estimated_gain_db=0.0 if keep else gain,
-                                      kept_input=keep))
+        reports.append(StrengthReport(noise_sigma=sigma, changed_rms=float(changed.sqrt() * 255),
+                                      mean_strength=float(w.mean()), estimated_gain_db=0.0 if keep else gain,
+                                      kept_input=keep, heaviness=t, classical_mix=alpha))
     return out, reports

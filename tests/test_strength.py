@@ -23,6 +23,9 @@ def _textured(h=192, w=192, seed=0):
     return torch.from_numpy(img).float()[None]
 
 
+WIENER_ONLY = {"mild_sigma": 255.0, "heavy_sigma": 255.0}  # the shrinkage at every noise level
+
+
 def _mse(a, b):
     return float((a - b).pow(2).mean())
 
@@ -58,7 +61,7 @@ def test_adaptive_blend_never_makes_the_image_worse_and_keeps_texture():
         blur = torch.from_numpy(cv2.GaussianBlur(noisy[0].numpy().transpose(1, 2, 0), (0, 0), 2.0)
                                 .transpose(2, 0, 1)).float()[None]
         for cand in (blind, blur):
-            out, (report,) = adaptive_blend(noisy, cand)
+            out, (report,) = adaptive_blend(noisy, cand, **WIENER_ONLY)
             true_gain = 10 * np.log10(_mse(noisy, clean) / _mse(out, clean))
             assert _mse(out, clean) < _mse(noisy, clean)
             assert _mse(out, clean) < _mse(cand, clean) * 1.02
@@ -66,7 +69,7 @@ def test_adaptive_blend_never_makes_the_image_worse_and_keeps_texture():
             assert 0 < report.mean_strength <= 1 and not report.kept_input
         # the striped half keeps its texture: the blur's loss there is mostly undone
         _, half = clean.shape[-1], clean.shape[-1] // 2
-        out, _ = adaptive_blend(noisy, blur)
+        out, _ = adaptive_blend(noisy, blur, **WIENER_ONLY)
         assert _mse(out[..., half:], clean[..., half:]) < 0.5 * _mse(blur[..., half:], clean[..., half:])
 
 
@@ -78,6 +81,28 @@ def test_a_change_the_noise_does_not_explain_is_undone_and_min_gain_keeps_the_in
     assert (out - noisy).abs().mean() < 0.01 and report.mean_strength < 0.01
     out, (report,) = adaptive_blend(noisy, clean, min_gain_db=50.0)
     assert torch.equal(out, noisy) and report.kept_input and report.estimated_gain_db == 0.0
+
+
+def test_heavy_noise_keeps_the_full_change_and_mild_noise_is_averaged_with_nl_means():
+    """Above heavy_sigma the network's change is kept in full (w = 1, no NL-means); at or below
+    mild_sigma the output is the mean of the shrinkage and NL-means, between mild and heavy both fade."""
+    from atbsn.strength import heaviness, nl_means
+
+    assert heaviness(5, 8, 14) == 0 and heaviness(20, 8, 14) == 1 and heaviness(11, 8, 14) == pytest.approx(0.5)
+    clean = _textured()
+    g = torch.Generator().manual_seed(3)
+    heavy = clean + torch.randn(clean.shape, generator=g) * 25 / 255
+    cand = clean + torch.randn(clean.shape, generator=g) * 3 / 255
+    out, (report,) = adaptive_blend(heavy, cand, classical_mix=0.5)
+    assert torch.allclose(out, cand) and report.heaviness == 1 and report.mean_strength == 1
+    assert report.classical_mix == 0
+    mild = clean + torch.randn(clean.shape, generator=g) * 4 / 255
+    shrunk, (r0,) = adaptive_blend(mild, cand, classical_mix=0.0)
+    mixed, (r1,) = adaptive_blend(mild, cand, classical_mix=0.5)
+    nlm = nl_means(mild[0], 1.25 * r1.noise_sigma)
+    assert r1.heaviness == 0 and r1.classical_mix == 0.5 and r1.estimated_gain_db == r0.estimated_gain_db
+    assert torch.allclose(mixed[0], 0.5 * shrunk[0] + 0.5 * nlm, atol=1e-6)
+    assert _mse(mixed, clean) < _mse(mild, clean)
 
 
 def test_test_py_writes_the_strength_csv_and_a_summary(tmp_path, image_folder):
