@@ -128,16 +128,21 @@ def _valid(argv: List[str]) -> int:
 
 # --------------------------------------------------------------------------- test
 def _test(argv: List[str]) -> int:
-    p = _parser("test.py", "Denoise images (any size) and write PNGs.")
+    p = _parser("test.py", "Denoise images (any size) and write them upright with their profile, EXIF and alpha.")
     p.add_argument("--input", help="an image file or a folder of images (default: datasets.test.root)")
     p.add_argument("--output", help="output folder (default: <results_root>/<name>/images, or .../submission)")
     p.add_argument("--overwrite", action="store_true", help="replace a submission already in the output folder")
+    p.add_argument("--preview", metavar="FILE.png",
+                   help="also write a contact sheet: per input, a noisy and a denoised crop at 100%% from its most "
+                        "textured region")
     args = p.parse_args(argv)
 
     from .errors import DataError, OptionsError
     from .inference import denoise
+    from .preview import ContactSheet
     from .options import load_options
-    from .utils.image import is_image_file, list_images, read_image, to_tensor, writable_folder, write_image
+    from .utils.image import convert_channels, is_image_file, list_images, to_tensor, writable_folder
+    from .utils.photo import read_photo, remove_partials, write_photo
 
     opt = load_options(args.opt, args.set)
     test_cfg = opt["datasets"].get("test") or {}
@@ -161,25 +166,89 @@ def _test(argv: List[str]) -> int:
         raise OptionsError(f"{opt['_source']}: give --input FILE_OR_DIR or set datasets.test.root")
     out_dir = args.output or os.path.join(opt["path"]["results_root"], opt["name"], "images")
     writable_folder(out_dir)
-
-    outputs = planned_outputs(paths, out_dir, opt["test"]["suffix"])
+    stale = remove_partials(out_dir)
+    if stale:
+        print(f"removed {stale} temporary file(s) an interrupted run left in {out_dir}")
+    test_opt = opt["test"]
+    outputs = planned_outputs(paths, out_dir, test_opt["suffix"], test_opt["format"])
+    if test_opt["skip_existing"]:
+        todo = [(p, o) for p, o in zip(paths, outputs) if not os.path.exists(o)]
+        print(f"test.skip_existing: skipped {len(paths) - len(todo)} input(s) whose output exists; "
+              f"{len(todo)} to denoise")
+        paths, outputs = [p for p, _ in todo], [o for _, o in todo]
     model = _load_for_eval(opt)
     channels = getattr(model.networks[model.inference_role], "in_channels", 3)
     tile = opt["val"]["tile"]
-    bit_cfg = opt["test"]["bit_depth"]
     t0 = time.time()
-    reports: list = []
-    for path, out in zip(paths, outputs):
-        img, depth = read_image(path, channels, convert)
-        pred = denoise(model, to_tensor(img)[None], tile["size"], tile["overlap"], tile["blend"],
-                       tile["memory_limit_gb"], reports=reports)[0]
-        bits = (16 if depth > 8 else 8) if bit_cfg == "same" else int(bit_cfg)
-        write_image(out, pred.numpy().transpose(1, 2, 0), bits)
-        print(f"{path} -> {out}")
-    print(f"denoised {len(paths)} image(s) in {time.time() - t0:.1f} s into {out_dir}")
+    reports, done, failures, megapixels = [], [], [], 0.0
+    sheet = ContactSheet() if args.preview else None
+    bar = progress(paths, opt["logger"]["progress_bar"], unit="img")
+    for path, out in zip(bar, outputs):
+        try:
+            photo = read_photo(path)
+            stored = photo.pixels.shape[2]
+            if stored != channels and not convert:
+                raise DataError(f"image '{path}' is {'gray' if stored == 1 else 'RGB'} but the network takes "
+                                f"{channels} channel(s); set 'convert_color: true' on datasets.test to convert it")
+            img = photo.pixels if stored == channels else convert_channels(photo.pixels, channels)
+            measured: list = []
+            pred = denoise(model, to_tensor(img)[None], tile["size"], tile["overlap"], tile["blend"],
+                           tile["memory_limit_gb"], reports=measured)[0].numpy().transpose(1, 2, 0)
+            if channels != stored:
+                pred = convert_channels(pred, stored)
+            bits = output_bits(test_opt["bit_depth"], photo.depth, out)
+            write_photo(out, pred, bits, photo.alpha, photo.icc_profile, photo.exif, test_opt["jpeg_quality"])
+            if sheet is not None:
+                sheet.add(os.path.basename(path), photo.pixels, pred)
+        except DataError as err:
+            if len(paths) == 1:  # one input: its error is the answer
+                raise
+            failures.append((path, str(err)))
+            continue
+        reports += measured
+        done.append((path, out))
+        megapixels += img.shape[0] * img.shape[1] / 1e6
+        seconds = max(time.time() - t0, 1e-9)
+        if hasattr(bar, "set_postfix_str"):
+            bar.set_postfix_str(f"{megapixels / seconds:.2f} MP/s")
+        else:
+            print(f"{path} -> {out}")
+    seconds = time.time() - t0
+    print(f"denoised {len(done)} image(s), {megapixels:.1f} MP in {seconds:.1f} s "
+          f"({megapixels / max(seconds, 1e-9):.2f} MP/s) into {out_dir}")
+    if sheet is not None and sheet.rows:
+        sheet.write(args.preview)
+        print(f"preview: {len(sheet.rows)} noisy / denoised crop pair(s) at 100% in {args.preview}")
     if reports:
-        print(write_strength_report(os.path.join(out_dir, "strength.csv"), paths, outputs, reports))
+        print(write_strength_report(os.path.join(out_dir, "strength.csv"), [p for p, _ in done],
+                                    [o for _, o in done], reports))
+    if failures:
+        import sys
+
+        print("\n".join([f"error: {len(failures)} of {len(failures) + len(done)} image(s) failed; the others "
+                         f"are written:"] + [f"  {path}: {message}" for path, message in failures]
+                        + ["fix or remove them, then rerun with --set test.skip_existing=true to do only what is "
+                           "missing"]), file=sys.stderr)
+        return 1
     return 0
+
+
+def output_bits(setting, stored_depth: int, out: str) -> int:
+    """test.bit_depth: ``same`` keeps 8-bit inputs 8-bit and deeper ones 16-bit; JPEG is always 8-bit."""
+    if out.lower().endswith((".jpg", ".jpeg")):
+        return 8
+    return (16 if stored_depth > 8 else 8) if setting == "same" else int(setting)
+
+
+def progress(items: list, setting: str, unit: str):
+    """A tqdm bar (ETA and rate, on stderr) when logger.progress_bar says so; the list itself otherwise."""
+    import sys
+
+    if setting == "never" or (setting == "auto" and not sys.stderr.isatty()):
+        return items
+    from tqdm import tqdm
+
+    return tqdm(items, unit=unit, dynamic_ncols=True)
 
 
 def write_strength_report(csv_path: str, paths: List[str], outputs: List[str], reports: list) -> str:
@@ -203,12 +272,21 @@ def write_strength_report(csv_path: str, paths: List[str], outputs: List[str], r
             f"{kept} of {len(reports)} left as they were; per image: {csv_path}")
 
 
-def planned_outputs(paths: List[str], out_dir: str, suffix: str) -> List[str]:
-    """``<out_dir>/<stem><suffix>.png`` per input, refused before anything is written when two
-    inputs share a name (``a.png`` and ``a.tif``) or an output would replace an input."""
+WRITABLE = {".png": ".png", ".jpg": ".jpg", ".jpeg": ".jpeg", ".tif": ".tif", ".tiff": ".tiff",
+            ".bmp": ".bmp", ".webp": ".webp", ".ppm": ".ppm", ".pgm": ".pgm"}
+
+
+def planned_outputs(paths: List[str], out_dir: str, suffix: str, fmt: str = "png") -> List[str]:
+    """``<out_dir>/<stem><suffix>.<format>`` per input (``same``: the input's extension, PNG for
+    HEIC, which is read-only here), refused before anything is written when two inputs share a
+    name (``a.png`` and ``a.tif``) or an output would replace an input."""
     from .errors import DataError
 
-    outputs = [os.path.join(out_dir, f"{os.path.splitext(os.path.basename(p))[0]}{suffix}.png") for p in paths]
+    def extension(p: str) -> str:
+        return WRITABLE.get(os.path.splitext(p)[1].lower(), ".png") if fmt == "same" else f".{fmt}"
+
+    outputs = [os.path.join(out_dir, f"{os.path.splitext(os.path.basename(p))[0]}{suffix}{extension(p)}")
+               for p in paths]
     by_output: dict = {}
     for p, o in zip(paths, outputs):
         by_output.setdefault(os.path.realpath(o), []).append(p)

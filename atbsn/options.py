@@ -13,13 +13,13 @@ import copy
 import os
 import re
 from dataclasses import dataclass
-from typing import Any, Dict, List, Literal, Optional, Union
+from typing import Annotated, Any, Dict, List, Literal, Optional, Union
 
 import yaml
 
 from .errors import OptionsError
 from .registry import (NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, Probability,  # noqa: F401
-                       check_type, closest)
+                       Range, check_type, closest)
 
 # --------------------------------------------------------------------------- type checks
 
@@ -112,6 +112,9 @@ SCHEMA: Dict[str, Any] = {
     "test": {
         "bit_depth": Opt(Literal["same", 8, 16], "same"),
         "suffix": Opt(str, ""),
+        "format": Opt(Literal["png", "jpg", "tif", "same"], "png"),  # same: the input's own format
+        "jpeg_quality": Opt(Annotated[int, Range(1, 100)], 95),
+        "skip_existing": Opt(bool, False),  # inputs whose output exists are skipped (rerun what is missing)
     },
     "logger": {
         "print_freq": Opt(PositiveInt, 100),

@@ -141,33 +141,38 @@ def test_launcher_pytorch_without_torchrun_environment_is_a_clear_error(tmp_path
 
 def _worker_of_rank(parent_pid: int, rank: int) -> int:
     """The PID of the torchrun worker (a descendant of ``parent_pid``) whose RANK is ``rank``."""
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
+    parents, envs = {}, {}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
-            env = open(f"/proc/{pid}/environ", "rb").read().split(b"\0")
-            stat = open(f"/proc/{pid}/stat").read().split()
-        except OSError:
+            stat = open(f"/proc/{pid}/stat").read()
+            parents[int(pid)] = int(stat.rsplit(")", 1)[1].split()[1])  # the field after the state
+            envs[int(pid)] = open(f"/proc/{pid}/environ", "rb").read().split(b"\0")
+        except (OSError, ValueError, IndexError):
             continue
-        if f"RANK={rank}".encode() in env and any(e.startswith(b"LOCAL_RANK=") for e in env) \
-                and int(stat[4]) == parent_pid:  # torchrun runs in its own session: pgid = its pid
-            return int(pid)
-    raise AssertionError(f"no worker of rank {rank} found")
+    for pid, env in envs.items():
+        if f"RANK={rank}".encode() in env and any(e.startswith(b"LOCAL_RANK=") for e in env):
+            p = pid
+            while p in parents and p > 1:
+                p = parents[p]
+                if p == parent_pid:
+                    return pid
+    raise AssertionError(f"no worker of rank {rank} found under pid {parent_pid}")
 
 
 @pytest.mark.slow
 def test_one_killed_rank_stops_the_other_naming_it_and_resume_is_exact(tmp_path, image_folder):
-    path = _opt(tmp_path, image_folder, "whole", total_iter=30, save_freq=5, keep_checkpoints=10)
+    # long enough that rank 1 is still training when the iteration-10 checkpoint appears
+    path = _opt(tmp_path, image_folder, "whole", total_iter=150, save_freq=5, keep_checkpoints=40)
     assert torchrun("train.py", "-opt", path)[0] == 0
     reference = _weights(tmp_path, "whole")
 
-    path = _opt(tmp_path, image_folder, "lost", total_iter=30, save_freq=5, keep_checkpoints=10)
+    path = _opt(tmp_path, image_folder, "lost", total_iter=150, save_freq=5, keep_checkpoints=40)
     proc = torchrun("train.py", "-opt", path, wait=False)
     ckpt = tmp_path / "experiments" / "lost" / "checkpoints" / "iter_00000010.pth"
     deadline = time.time() + 300
     while not ckpt.exists() and time.time() < deadline and proc.poll() is None:
         time.sleep(0.02)
-    assert ckpt.exists()
+    assert ckpt.exists() and proc.poll() is None
     os.kill(_worker_of_rank(proc.pid, 1), signal.SIGKILL)
     t0 = time.time()
     out, err = proc.communicate(timeout=120)

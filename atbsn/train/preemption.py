@@ -98,10 +98,14 @@ def is_lost_peer(err: BaseException) -> bool:
 def lost_ranks(rank: int, timeout_s: float = 10.0) -> str:
     """After a failed collective, which rank is gone. Rank 0 asks every rank through gloo's
     monitored barrier, which names those that do not answer; another rank can only tell that it
-    lost rank 0 (or that rank 0 lost someone)."""
+    lost rank 0 (or that rank 0 lost someone). In a world of two, the lost rank is the other one
+    (gloo cannot name a peer whose socket is already closed)."""
     import datetime
     import re
 
+    world = tdist.get_world_size() if tdist.is_initialized() else 1
+    if world == 2:
+        return f"rank {1 - rank}"
     try:
         tdist.monitored_barrier(timeout=datetime.timedelta(seconds=timeout_s), wait_all_ranks=True)
     except Exception as err:  # noqa: BLE001 - any failure here is the answer we are looking for

@@ -1,4 +1,5 @@
-"""The one image-utility module: reading, writing, quantising, colour conversion, tensors.
+"""The image-utility module: reading, writing, quantising, colour conversion, tensors (photo
+files' orientation, metadata, alpha and integrity live in :mod:`.photo`).
 
 Internally every image is RGB (or single-channel gray), float in [0, 1], HWC for NumPy and
 CHW / NCHW for torch. Gray <-> colour conversion only happens when asked for explicitly.
@@ -11,8 +12,9 @@ from typing import Literal, Optional, Tuple
 import numpy as np
 
 from ..errors import DataError
+from .photo import HEIF_EXTENSIONS, read_photo, write_photo
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm") + HEIF_EXTENSIONS
 
 RoundingMode = Literal["half_up", "half_even", "truncate"]
 
@@ -39,36 +41,15 @@ def list_images(root: str, what: str = "image folder") -> list[str]:
 
 
 def read_image(path: str, channels: Optional[int] = 3, convert: bool = False) -> Tuple[np.ndarray, int]:
-    """Read an image as float32 HWC in [0, 1]. Returns (image, bit_depth).
+    """Read an image as float32 HWC in [0, 1], upright (EXIF orientation applied, see
+    :mod:`.photo`). Returns (image, bit_depth).
 
     ``channels`` (1 or 3, None = as stored) is what the caller expects. A mismatch (gray file for a
     colour network, an alpha channel) is an error unless ``convert`` is True.
     """
-    cv2 = _cv2()
-    if not os.path.isfile(path):
-        raise DataError(f"image not found: '{path}'")
-    img = cv2.imread(path, cv2.IMREAD_UNCHANGED)
-    if img is None or img.size == 0:
-        raise DataError(f"cannot read image '{path}': the file is corrupt or not a supported image format")
-    if img.dtype == np.uint8:
-        depth, scale = 8, 255.0
-    elif img.dtype == np.uint16:
-        depth, scale = 16, 65535.0
-    elif img.dtype in (np.float32, np.float64):
-        depth, scale = 32, 1.0
-        bad = int(img.size - np.count_nonzero(np.isfinite(img)))
-        if bad:
-            raise DataError(f"image '{path}' has {bad} non-finite sample(s) (NaN or infinity); expected finite values")
-    else:
-        raise DataError(f"image '{path}' has unsupported sample type {img.dtype} (expected 8/16-bit or float)")
-    if img.ndim == 2:
-        img = img[:, :, None]
+    photo = read_photo(path)
+    img = photo.pixels if photo.alpha is None else np.concatenate([photo.pixels, photo.alpha], 2)
     stored = img.shape[2]
-    if stored == 3:
-        img = img[:, :, ::-1]  # OpenCV's BGR -> RGB
-    elif stored == 4:
-        img = img[:, :, [2, 1, 0, 3]]
-    img = img.astype(np.float32) / np.float32(scale)
     if channels is not None and stored != channels:
         if not convert:
             kind = {1: "gray", 2: "gray+alpha", 3: "RGB", 4: "RGBA"}.get(stored, f"{stored}-channel")
@@ -77,7 +58,7 @@ def read_image(path: str, channels: Optional[int] = 3, convert: bool = False) ->
                 f"set 'convert_color: true' on the dataset to convert it explicitly"
             )
         img = convert_channels(img, channels)
-    return np.ascontiguousarray(img), depth
+    return np.ascontiguousarray(img), photo.depth
 
 
 def convert_channels(img: np.ndarray, channels: int) -> np.ndarray:
@@ -129,15 +110,9 @@ def writable_folder(folder: str) -> str:
 
 
 def write_image(path: str, img: np.ndarray, bit_depth: int = 8) -> None:
-    """Write a float [0,1] HWC (or already-quantised) image as PNG/TIFF/..."""
-    cv2 = _cv2()
-    if img.dtype not in (np.uint8, np.uint16):
-        img = quantize(img, bit_depth)
-    if img.ndim == 3 and img.shape[2] == 3:
-        img = img[:, :, ::-1]
+    """Write a float [0,1] HWC (or already-quantised) image as PNG/TIFF/JPEG/..., atomically."""
     writable_folder(os.path.dirname(os.path.abspath(path)))
-    if not cv2.imwrite(path, np.ascontiguousarray(img)):
-        raise DataError(f"could not write image '{path}' (unsupported extension or unwritable folder)")
+    write_photo(path, img, bit_depth)
 
 
 def rgb_to_y(img: np.ndarray, channel_order: Literal["rgb", "bgr"]) -> np.ndarray:

@@ -1,0 +1,284 @@
+"""Photo files as a viewer shows them: decoded upright, checked whole, written back with what they carry.
+
+Cameras and phones store the sensor's orientation and an EXIF tag that says how to turn it; viewers
+apply it, OpenCV does not. They also embed a colour profile (Display-P3 on phones) and EXIF tags
+(camera, date, exposure). ``read_photo`` returns the pixels upright, the alpha channel apart (it
+is passed through, never denoised), the ICC profile and the EXIF block (orientation reset to 1);
+``write_photo`` writes them back into PNG, JPEG and 8-bit TIFF, atomically (a hidden temporary
+file, then a rename), so a killed run never leaves a half-written file under the final name.
+
+A truncated or corrupt file is an error naming the file: JPEG and WebP are decoded by Pillow,
+which refuses short data (OpenCV fills the missing part with grey), PNG chunks are checked end
+to end (CRCs and the final IEND) before OpenCV decodes them at full bit depth.
+"""
+from __future__ import annotations
+
+import io
+import os
+import struct
+import warnings
+import zlib
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+
+from ..errors import DataError
+
+HEIF_EXTENSIONS = (".heic", ".heif")
+ORIENTATION_TAG = 0x0112
+PARTIAL_MARK = ".partial-"  # temporary files: ".<name>.partial-<pid><ext>" beside the output
+
+# EXIF orientation -> how to turn the stored array (H x W x C) upright, as viewers do
+_UPRIGHT = {
+    1: lambda a: a,
+    2: lambda a: a[:, ::-1],
+    3: lambda a: a[::-1, ::-1],
+    4: lambda a: a[::-1],
+    5: lambda a: a.transpose(1, 0, 2),
+    6: lambda a: np.rot90(a, -1),
+    7: lambda a: a[::-1, ::-1].transpose(1, 0, 2),
+    8: lambda a: np.rot90(a, 1),
+}
+
+
+@dataclass
+class Photo:
+    """A decoded photo: ``pixels`` float32 H x W x C in [0, 1] (C = 1 or 3 as stored, upright),
+    ``alpha`` H x W x 1 or None, ``depth`` the stored bits per sample (8, 16, 32 for float)."""
+
+    pixels: np.ndarray
+    depth: int
+    alpha: Optional[np.ndarray] = None
+    icc_profile: Optional[bytes] = None
+    exif: Optional[bytes] = None  # "Exif\0\0" + TIFF block, orientation 1
+    format: str = ""  # Pillow's name: JPEG, PNG, TIFF, HEIF, ...
+    orientation: int = 1  # as stored (already applied to pixels and alpha)
+
+
+def _pil():
+    from PIL import Image
+
+    return Image
+
+
+def _register_heif(path: str) -> None:
+    try:
+        import pillow_heif
+    except ImportError:
+        raise DataError(f"'{path}' is HEIC/HEIF: reading it needs the optional pillow-heif "
+                        f"(pip install pillow-heif, or pip install -e .[heif])") from None
+    pillow_heif.register_heif_opener()
+
+
+def _png_is_whole(path: str) -> Optional[str]:
+    """None when every PNG chunk is complete with a matching CRC and IEND closes the file,
+    else what is wrong. Reads the file once, without decoding the pixels."""
+    with open(path, "rb") as f:
+        data = f.read()
+    if data[:8] != b"\x89PNG\r\n\x1a\n":
+        return "not a PNG signature"
+    pos = 8
+    while pos + 8 <= len(data):
+        length, kind = struct.unpack(">I4s", data[pos:pos + 8])
+        end = pos + 12 + length
+        if end > len(data):
+            return f"truncated inside its {kind.decode('latin-1')} chunk ({len(data)} bytes)"
+        if zlib.crc32(data[pos + 4:pos + 8 + length]) != struct.unpack(">I", data[end - 4:end])[0]:
+            return f"corrupt {kind.decode('latin-1')} chunk (CRC mismatch)"
+        if kind == b"IEND":
+            return None
+        pos = end
+    return f"truncated: no IEND chunk ({len(data)} bytes)"
+
+
+def _exif_upright(im) -> tuple[int, Optional[bytes]]:
+    """(stored orientation, EXIF block with the orientation reset to 1, or None)."""
+    try:
+        exif = im.getexif()
+    except Exception:  # noqa: BLE001 - a malformed EXIF block is dropped, the pixels are still good
+        return 1, None
+    orientation = int(exif.get(ORIENTATION_TAG, 1) or 1)
+    if orientation not in _UPRIGHT:
+        orientation = 1
+    if not len(exif):
+        return orientation, None
+    if ORIENTATION_TAG in exif:
+        exif[ORIENTATION_TAG] = 1
+    try:
+        return orientation, exif.tobytes()
+    except Exception:  # noqa: BLE001
+        return orientation, None
+
+
+def _from_pil(im, path: str) -> tuple[np.ndarray, int]:
+    """Decode a Pillow image fully (truncation is an error) into an integer H x W x C array."""
+    Image = _pil()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # Pillow warns on some damaged files instead of failing
+            im.load()
+    except (OSError, SyntaxError, ValueError, Warning) as err:
+        raise DataError(f"cannot read image '{path}': the file is truncated or corrupt ({err})") from None
+    if im.mode in ("I;16", "I;16B", "I;16L"):
+        return np.asarray(im, dtype=np.uint16)[:, :, None], 16
+    if im.mode == "P":
+        im = im.convert("RGBA" if "transparency" in im.info else "RGB")
+    elif im.mode in ("1", "I", "F", "CMYK", "YCbCr", "LAB", "HSV", "RGBX", "RGBa", "La", "PA"):
+        im = im.convert({"1": "L", "I": "L", "F": "L", "PA": "RGBA", "La": "LA", "RGBa": "RGBA"}.get(im.mode, "RGB"))
+    arr = np.asarray(im)
+    return (arr[:, :, None] if arr.ndim == 2 else arr), 8
+
+
+def _from_cv2(path: str) -> tuple[np.ndarray, int]:
+    import cv2
+
+    img = cv2.imread(path, cv2.IMREAD_UNCHANGED)
+    if img is None or img.size == 0:
+        raise DataError(f"cannot read image '{path}': the file is corrupt or not a supported image format")
+    if img.ndim == 2:
+        img = img[:, :, None]
+    if img.shape[2] == 3:
+        img = img[:, :, ::-1]  # BGR -> RGB
+    elif img.shape[2] == 4:
+        img = img[:, :, [2, 1, 0, 3]]
+    if img.dtype == np.uint8:
+        return img, 8
+    if img.dtype == np.uint16:
+        return img, 16
+    if img.dtype in (np.float32, np.float64):
+        bad = int(img.size - np.count_nonzero(np.isfinite(img)))
+        if bad:
+            raise DataError(f"image '{path}' has {bad} non-finite sample(s) (NaN or infinity); expected finite values")
+        return img.astype(np.float32), 32
+    raise DataError(f"image '{path}' has unsupported sample type {img.dtype} (expected 8/16-bit or float)")
+
+
+def read_photo(path: str) -> Photo:
+    """Decode ``path`` upright, with its alpha split off and its metadata; errors name the file."""
+    if not os.path.isfile(path):
+        raise DataError(f"image not found: '{path}'")
+    ext = os.path.splitext(path)[1].lower()
+    if ext in HEIF_EXTENSIONS:
+        _register_heif(path)
+    Image = _pil()
+    try:
+        im = Image.open(path)
+    except Exception:  # noqa: BLE001 - not a format Pillow knows (e.g. float TIFF): OpenCV alone
+        im = None
+    if im is None and ext in HEIF_EXTENSIONS + (".jpg", ".jpeg", ".png", ".webp"):
+        raise DataError(f"cannot read image '{path}': the file is corrupt or not a {ext[1:].upper()} image")
+    orientation, exif, icc, fmt = 1, None, None, ""
+    if im is not None:
+        fmt = im.format or ""
+        icc = im.info.get("icc_profile") or None
+        orientation, exif = _exif_upright(im)
+    if fmt in ("JPEG", "MPO", "WEBP", "HEIF", "GIF", "BMP", "PPM"):
+        arr, depth = _from_pil(im, path)
+    else:
+        if fmt == "PNG":
+            problem = _png_is_whole(path)
+            if problem:
+                raise DataError(f"cannot read image '{path}': the PNG file is {problem}")
+        arr, depth = _from_cv2(path)
+    if im is not None:
+        im.close()
+    arr = _UPRIGHT[orientation](arr)
+    scale = {8: 255.0, 16: 65535.0, 32: 1.0}[depth]
+    color_channels = {1: 1, 2: 1, 3: 3, 4: 3}.get(arr.shape[2])
+    if color_channels is None:
+        raise DataError(f"image '{path}' has {arr.shape[2]} channels (expected gray, RGB, or either with alpha)")
+    pixels = np.ascontiguousarray(arr[:, :, :color_channels], dtype=np.float32) / np.float32(scale)
+    alpha = None
+    if arr.shape[2] in (2, 4):
+        alpha = np.ascontiguousarray(arr[:, :, -1:], dtype=np.float32) / np.float32(scale)
+    return Photo(pixels, depth, alpha, icc, exif, fmt, orientation)
+
+
+# --------------------------------------------------------------------------- writing
+def _png_chunk(kind: bytes, payload: bytes) -> bytes:
+    return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+
+
+def _png_with_metadata(png: bytes, icc: Optional[bytes], exif: Optional[bytes]) -> bytes:
+    """Insert iCCP and eXIf chunks right after IHDR (both must precede the image data)."""
+    extra = b""
+    if icc:
+        extra += _png_chunk(b"iCCP", b"ICC profile\x00\x00" + zlib.compress(icc))
+    if exif:
+        extra += _png_chunk(b"eXIf", exif[6:] if exif.startswith(b"Exif\x00\x00") else exif)
+    ihdr_end = 8 + 12 + struct.unpack(">I", png[8:12])[0]
+    return png[:ihdr_end] + extra + png[ihdr_end:]
+
+
+def _encode(path: str, data: np.ndarray, icc: Optional[bytes], exif: Optional[bytes], quality: int) -> bytes:
+    """Bytes of ``path``'s format for an integer H x W x C array (RGB or RGBA order)."""
+    import cv2
+
+    ext = os.path.splitext(path)[1].lower()
+    if ext in (".jpg", ".jpeg") or (ext in (".tif", ".tiff") and data.dtype == np.uint8):
+        Image = _pil()
+        im = Image.fromarray(data[:, :, 0] if data.shape[2] == 1 else data)
+        buf = io.BytesIO()
+        kwargs = {k: v for k, v in (("icc_profile", icc), ("exif", exif)) if v}
+        if ext in (".jpg", ".jpeg"):
+            im.save(buf, "JPEG", quality=int(quality), subsampling=0 if quality >= 90 else -1, **kwargs)
+        else:
+            im.save(buf, "TIFF", compression="tiff_deflate", **kwargs)
+        return buf.getvalue()
+    bgr = data[:, :, ::-1] if data.shape[2] == 3 else data[:, :, [2, 1, 0, 3]] if data.shape[2] == 4 else data
+    ok, buf = cv2.imencode(ext, np.ascontiguousarray(bgr))
+    if not ok:
+        raise DataError(f"could not encode image '{path}' (unsupported extension '{ext}')")
+    out = buf.tobytes()
+    return _png_with_metadata(out, icc, exif) if ext == ".png" else out
+
+
+def write_atomic(path: str, data: bytes) -> None:
+    """Write ``data`` to a hidden temporary file beside ``path``, then rename it over ``path``."""
+    folder, name = os.path.split(os.path.abspath(path))
+    stem, ext = os.path.splitext(name)
+    tmp = os.path.join(folder, f".{stem}{PARTIAL_MARK}{os.getpid()}{ext}")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except OSError as err:
+        raise DataError(f"could not write image '{path}': {err.strerror}") from None
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def remove_partials(folder: str) -> int:
+    """Delete temporary files a killed run left in ``folder``; returns how many."""
+    n = 0
+    for f in os.listdir(folder) if os.path.isdir(folder) else []:
+        if f.startswith(".") and PARTIAL_MARK in f:
+            os.remove(os.path.join(folder, f))
+            n += 1
+    return n
+
+
+def write_photo(path: str, pixels: np.ndarray, bit_depth: int = 8, alpha: Optional[np.ndarray] = None,
+                icc_profile: Optional[bytes] = None, exif: Optional[bytes] = None, quality: int = 95) -> None:
+    """Write float [0, 1] (or already quantised) H x W x C pixels with their alpha and metadata.
+
+    JPEG is 8-bit without alpha (an alpha channel is an error: choose png or tif); 16-bit TIFF is
+    written by OpenCV, without the profile and EXIF (Pillow cannot write 16-bit RGB TIFF)."""
+    from .image import quantize
+
+    ext = os.path.splitext(path)[1].lower()
+    if ext in (".jpg", ".jpeg"):
+        bit_depth = 8
+        if alpha is not None:
+            raise DataError(f"'{path}': JPEG has no alpha channel; write png or tif (test.format) to keep it")
+    data = pixels if pixels.dtype in (np.uint8, np.uint16) else quantize(pixels, bit_depth)
+    if data.ndim == 2:
+        data = data[:, :, None]
+    if alpha is not None:
+        a = alpha if alpha.dtype == data.dtype else quantize(alpha, 16 if data.dtype == np.uint16 else 8)
+        if data.shape[2] == 1:  # gray + alpha: written as RGBA (OpenCV has no 2-channel PNG)
+            data = np.repeat(data, 3, 2)
+        data = np.concatenate([data, a.reshape(*data.shape[:2], 1)], 2)
+    write_atomic(path, _encode(path, np.ascontiguousarray(data), icc_profile, exif, quality))

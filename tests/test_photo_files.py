@@ -1,0 +1,204 @@
+"""Photo files (issue 21): read as a viewer shows them, written back with their profile, EXIF,
+alpha and bit depth; broken files are errors naming the file; a folder batch goes on past them."""
+import io
+import os
+
+import numpy as np
+import pytest
+
+from atbsn.errors import DataError
+from atbsn.utils.photo import read_photo, remove_partials, write_photo
+
+from conftest import run_cli, student_a_options, write_options
+
+
+def _pattern(h=24, w=40, seed=0):
+    """An RGB image no flip or rotation maps onto itself (8-bit)."""
+    rng = np.random.RandomState(seed)
+    yy, xx = np.mgrid[0:h, 0:w]
+    img = np.stack([xx * 255 // w, yy * 255 // h, (xx * yy) % 256], 2).astype(np.uint8)
+    return np.clip(img.astype(int) + rng.randint(-3, 4, img.shape), 0, 255).astype(np.uint8)
+
+
+def _icc() -> bytes:
+    from PIL import ImageCms
+
+    return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+
+
+def _exif(orientation=1, model="TestCam X100"):
+    from PIL import Image
+
+    exif = Image.Exif()
+    exif[0x0110] = model  # Model
+    exif[0x0132] = "2026:12:03 10:00:00"  # DateTime
+    exif[0x0112] = orientation
+    return exif
+
+
+def _save(path, arr, **kw):
+    from PIL import Image
+
+    Image.fromarray(arr).save(path, **kw)
+    return path
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG"])
+def test_every_exif_orientation_is_applied_as_pillow_shows_it(tmp_path, fmt):
+    from PIL import Image, ImageOps
+
+    arr = _pattern()
+    for orientation in range(1, 9):
+        path = str(tmp_path / f"o{orientation}.{fmt.lower()}")
+        _save(path, arr, format=fmt, exif=_exif(orientation), **({"quality": 100} if fmt == "JPEG" else {}))
+        shown = np.asarray(ImageOps.exif_transpose(Image.open(path)))
+        photo = read_photo(path)
+        assert photo.orientation == orientation
+        assert photo.pixels.shape[:2] == shown.shape[:2] == ((24, 40) if orientation <= 4 else (40, 24))
+        assert np.array_equal(np.round(photo.pixels * 255).astype(np.uint8), shown), orientation
+        exif = Image.Exif()
+        exif.load(photo.exif)
+        assert exif[0x0112] == 1 and exif[0x0110] == "TestCam X100"
+
+
+def test_truncated_and_corrupt_files_are_errors_naming_the_file(tmp_path):
+    photo = _save(str(tmp_path / "full.jpg"), _pattern(256, 256), quality=95)
+    data = open(photo, "rb").read()
+    (tmp_path / "short.jpg").write_bytes(data[:2048])  # an interrupted copy
+    png = _save(str(tmp_path / "full.png"), _pattern(256, 256))
+    pdata = open(png, "rb").read()
+    (tmp_path / "short.png").write_bytes(pdata[: len(pdata) // 2])
+    flipped = bytearray(pdata)
+    flipped[len(pdata) // 2] ^= 0xFF
+    (tmp_path / "crc.png").write_bytes(bytes(flipped))
+    (tmp_path / "junk.jpg").write_bytes(b"not an image at all")
+    for name, words in (("short.jpg", "truncated"), ("short.png", "truncated"), ("crc.png", "CRC"),
+                        ("junk.jpg", "corrupt")):
+        with pytest.raises(DataError, match=words) as err:
+            read_photo(str(tmp_path / name))
+        assert name in str(err.value)
+    assert read_photo(photo).pixels.shape == (256, 256, 3)
+
+
+def test_written_files_keep_profile_exif_alpha_and_bit_depth(tmp_path):
+    from PIL import Image
+
+    icc, exif = _icc(), _exif(1).tobytes()
+    rgb = _pattern().astype(np.float32) / 255
+    alpha = (np.arange(24 * 40).reshape(24, 40, 1) % 256).astype(np.float32) / 255
+    for ext in ("png", "jpg", "tif"):
+        path = str(tmp_path / f"out.{ext}")
+        write_photo(path, rgb, 8, None, icc, exif, quality=95)
+        im = Image.open(path)
+        assert im.info.get("icc_profile") == icc, ext
+        assert im.getexif()[0x0110] == "TestCam X100", ext
+    write_photo(str(tmp_path / "a.png"), rgb, 8, alpha, icc, exif)
+    back = read_photo(str(tmp_path / "a.png"))
+    assert np.array_equal(back.alpha, alpha) and back.icc_profile == icc
+    deep = np.linspace(0, 1, 24 * 40 * 3, dtype=np.float32).reshape(24, 40, 3)
+    for ext in ("png", "tif"):
+        write_photo(str(tmp_path / f"d.{ext}"), deep, 16, alpha)
+        back = read_photo(str(tmp_path / f"d.{ext}"))
+        assert back.depth == 16 and np.abs(back.pixels - deep).max() <= 0.5 / 65535 + 1e-7
+        assert np.array_equal(np.round(back.alpha * 255), np.round(alpha * 255))  # 8-bit alpha, exactly
+    with pytest.raises(DataError, match="JPEG has no alpha"):
+        write_photo(str(tmp_path / "a.jpg"), rgb, 8, alpha)
+
+
+def test_an_interrupted_write_leaves_no_output_and_stale_temporaries_are_removed(tmp_path, monkeypatch):
+    import atbsn.utils.photo as photo_mod
+
+    def killed(src, dst):
+        raise KeyboardInterrupt  # as Ctrl-C between writing the bytes and the rename
+
+    monkeypatch.setattr(photo_mod.os, "replace", killed)
+    with pytest.raises(KeyboardInterrupt):
+        write_photo(str(tmp_path / "x.png"), _pattern().astype(np.float32) / 255)
+    monkeypatch.undo()
+    assert os.listdir(tmp_path) == []
+    (tmp_path / ".y.partial-123.png").write_bytes(b"half")  # what a SIGKILL leaves
+    assert remove_partials(str(tmp_path)) == 1 and os.listdir(tmp_path) == []
+
+
+def test_heic_reads_with_pillow_heif_or_says_how_to_get_it(tmp_path, monkeypatch):
+    import builtins
+
+    try:
+        import pillow_heif
+    except ImportError:
+        pillow_heif = None
+    path = tmp_path / "phone.heic"
+    if pillow_heif is not None:
+        from PIL import Image
+
+        pillow_heif.register_heif_opener()
+        smooth = _pattern(64, 96)
+        smooth[:, :, 2] = smooth[:, :, 0] // 2 + smooth[:, :, 1] // 2  # HEIC's 4:2:0 chroma keeps it
+        Image.fromarray(smooth).save(path, format="HEIF", quality=-1, exif=_exif(6).tobytes())
+        photo = read_photo(str(path))  # pillow-heif turns it upright itself; it is not turned twice
+        assert photo.pixels.shape == (96, 64, 3) and photo.format == "HEIF"
+        assert np.abs(photo.pixels * 255 - np.rot90(smooth, -1)).mean() < 3
+    else:
+        path.write_bytes(b"\0\0\0\x18ftypheic")
+    real_import = builtins.__import__
+
+    def no_heif(name, *a, **k):
+        if name == "pillow_heif":
+            raise ImportError(name)
+        return real_import(name, *a, **k)
+
+    monkeypatch.setattr(builtins, "__import__", no_heif)
+    with pytest.raises(DataError, match="pip install pillow-heif"):
+        read_photo(str(path))
+
+
+def test_test_py_on_a_folder_of_camera_files(tmp_path, image_folder):
+    """One batch: an upright-by-EXIF JPEG with a profile and camera tags, an RGBA PNG, a 16-bit
+    PNG, a 16-bit TIFF and a truncated JPEG. The bad file is listed at the end (rc 1), the others
+    are written upright with what they carried; a skip_existing rerun does only what is missing."""
+    import cv2
+    from PIL import Image
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    icc = _icc()
+    _save(str(photos / "phone.jpg"), _pattern(48, 80), quality=95, exif=_exif(6), icc_profile=icc)
+    rgba = np.concatenate([_pattern(40, 40), (np.arange(1600).reshape(40, 40, 1) % 251).astype(np.uint8)], 2)
+    _save(str(photos / "logo.png"), rgba)
+    deep = (np.linspace(0, 65535, 40 * 56 * 3).reshape(40, 56, 3)).astype(np.uint16)
+    cv2.imwrite(str(photos / "scan16.png"), deep[:, :, ::-1])
+    cv2.imwrite(str(photos / "scan16.tif"), deep[:, :, ::-1])
+    whole = _save(str(tmp_path / "whole.jpg"), _pattern(256, 256), quality=95)
+    (photos / "broken.jpg").write_bytes(open(whole, "rb").read()[:2048])
+
+    opt = student_a_options(tmp_path, image_folder, "photos")
+    opt["test"] = {"format": "same"}
+    path = write_options(tmp_path / "p.yml", opt)
+    out = tmp_path / "out"
+    code, stdout, err = run_cli("test.py", "-opt", path, "--input", str(photos), "--output", str(out),
+                                "--preview", str(tmp_path / "sheet.png"))
+    assert code == 1, err
+    block = err[err.index("error: 1 of 5 image(s) failed"):]
+    assert "broken.jpg" in block and "truncated" in block and "skip_existing" in block
+    assert "denoised 4 image(s)" in stdout and "MP/s" in stdout
+    assert sorted(os.listdir(out)) == ["logo.png", "phone.jpg", "scan16.png", "scan16.tif"]
+
+    phone = Image.open(out / "phone.jpg")
+    assert phone.size == (48, 80)  # stored 80 x 48 with orientation 6: shown, and written, upright
+    assert phone.getexif()[0x0112] == 1 and phone.getexif()[0x0110] == "TestCam X100"
+    assert phone.info["icc_profile"] == icc
+    logo = read_photo(str(out / "logo.png"))
+    assert np.array_equal(np.round(logo.alpha[:, :, 0] * 255).astype(np.uint8), rgba[:, :, 3])
+    for name in ("scan16.png", "scan16.tif"):
+        assert read_photo(str(out / name)).depth == 16
+    sheet = read_photo(str(tmp_path / "sheet.png")).pixels
+    assert sheet.shape[1] == 3 * (2 * 192 + 4) and sheet.shape[0] == 2 * (192 + 16)
+
+    os.remove(out / "logo.png")
+    os.remove(photos / "broken.jpg")
+    before = os.path.getmtime(out / "phone.jpg")
+    code, stdout, err = run_cli("test.py", "-opt", path, "--input", str(photos), "--output", str(out),
+                                "--set", "test.skip_existing=true")
+    assert code == 0, err
+    assert "skipped 3 input(s) whose output exists; 1 to denoise" in stdout
+    assert os.path.exists(out / "logo.png") and os.path.getmtime(out / "phone.jpg") == before
