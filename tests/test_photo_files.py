@@ -202,3 +202,40 @@ def test_test_py_on_a_folder_of_camera_files(tmp_path, image_folder):
     assert code == 0, err
     assert "skipped 3 input(s) whose output exists; 1 to denoise" in stdout
     assert os.path.exists(out / "logo.png") and os.path.getmtime(out / "phone.jpg") == before
+
+
+def test_training_cache_holds_8_bit_photos_within_its_budget(tmp_path):
+    """A folder that fits is cached at 8 bits and trains exactly as uncached; one that does not
+    keeps a fixed reservoir of 256-px patches per photo, the same in every run, within the budget."""
+    import torch
+
+    from atbsn.data.datasets import NoisyFolderDataset
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i in range(6):
+        _save(str(folder / f"p{i}.png"), _pattern(600, 800, seed=i))
+    keys = [(i % 6, 1000 + i) for i in range(24)]
+    plain = NoisyFolderDataset(str(folder), crop_size=64, cache=False)
+    cached = NoisyFolderDataset(str(folder), crop_size=64, cache=True)
+    for k in keys:
+        assert torch.equal(plain[k]["noisy"], cached[k]["noisy"])
+    assert all(v[0][0].dtype == torch.uint8 for v in cached._cache.values())
+    assert torch.equal(plain[0]["noisy"], cached[0]["noisy"])  # whole images for validation
+
+    budget_gb = 6e-3  # 6.4 MB; the photos need 6 x 1.44 MB at 8 bits: 5 patches (0.2 MB) per photo are kept
+    small = NoisyFolderDataset(str(folder), crop_size=64, cache=True, cache_memory_gb=budget_gb)
+    again = NoisyFolderDataset(str(folder), crop_size=64, cache=True, cache_memory_gb=budget_gb)
+    assert small._reservoir() == 5
+    for k in keys:
+        a, b = small[k]["noisy"], again[k]["noisy"]
+        assert torch.equal(a, b) and a.shape == (3, 64, 64) and a.dtype == torch.float32
+    flat = NoisyFolderDataset(str(folder), crop_size=64, augment="none", cache=True, cache_memory_gb=budget_gb)
+    for k in keys[:6]:  # without augmentation the crop is a window of the photo
+        crop, full = flat[k]["noisy"].numpy(), plain[k[0]]["noisy"].numpy()
+        rows = np.lib.stride_tricks.sliding_window_view(full, (3, 1, 64))[0, :, :, :, 0]  # (H, W-63, 3, 64)
+        ys, xs = np.nonzero((rows == crop[:, 0]).all(axis=(2, 3)))
+        assert any(np.array_equal(full[:, y:y + 64, x:x + 64], crop) for y, x in zip(ys, xs))
+    held = sum(t.numel() * t.element_size() for key, v in small._cache.items() if key[0] == "patches"
+               for patch in v for t in patch)
+    assert held <= budget_gb * 2**30 and held == 6 * 5 * 3 * 256 * 256
