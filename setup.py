@@ -13,7 +13,8 @@ setup(
         "torch>=2.1", "numpy>=1.24", "pyyaml>=6.0", "opencv-python-headless>=4.8", "scipy>=1.10",
         "scikit-image>=0.21", "h5py>=3.8", "tqdm>=4.60", "tensorboard>=2.12", "Pillow>=9.1",
     ],
-    extras_require={"test": ["pytest>=7"], "vision": ["torchvision"], "heif": ["pillow-heif>=0.10"]},
+    extras_require={"test": ["pytest>=7"], "vision": ["torchvision"], "heif": ["pillow-heif>=0.10"],
+                    "onnx": ["onnx>=1.14", "onnxruntime>=1.16"]},
     entry_points={"console_scripts": [
         "atbsn-train=atbsn.cli:train_main",
         "atbsn-valid=atbsn.cli:valid_main",

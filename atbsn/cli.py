@@ -71,10 +71,24 @@ def _load_for_eval(opt: dict, local_rank=None):
     if not opt["path"]["pretrain_network"]:
         raise OptionsError(f"{opt['_source']}: set 'path.pretrain_network' to the weights to evaluate "
                            f"(a checkpoint of train.py or an official .pth)")
+    onnx_file = onnx_weights(opt["path"]["pretrain_network"])
+    if onnx_file:
+        from .deploy import OnnxModel
+
+        model = OnnxModel(onnx_file)
+        model.strength = dict(opt["val"]["strength"])
+        return model
     device = resolve_device(opt["device"])
     if device.type == "cuda" and local_rank is not None:
         device = torch.device("cuda", local_rank % torch.cuda.device_count())
     return setup_model(opt, device)
+
+
+def onnx_weights(weights) -> Optional[str]:
+    """The .onnx file ``path.pretrain_network`` names (a path, or the inference role's entry), or None."""
+    paths = list(weights.values()) if isinstance(weights, dict) else [weights]
+    found = [p for p in paths if isinstance(p, str) and p.lower().endswith(".onnx")]
+    return found[0] if found else None
 
 
 def _valid(argv: List[str]) -> int:

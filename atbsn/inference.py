@@ -303,6 +303,17 @@ class Denoiser:
         return cls._from_opt(opt, device)
 
     @classmethod
+    def from_onnx(cls, path: str, tile: Optional[int] = None, overlap: Optional[int] = None,
+                  strength: Optional[dict] = None, providers: Optional[list] = None):
+        """An exported file (scripts/export_onnx.py) through onnxruntime; ``strength`` as val.strength."""
+        from .deploy import OnnxModel
+        from .options import strength_settings
+
+        model = OnnxModel(path, providers)
+        model.strength = strength_settings(strength)
+        return cls(model, tile, overlap)
+
+    @classmethod
     def _from_opt(cls, opt: dict, device: str):
         model = setup_model(opt, resolve_device(device if device != "auto" else opt["device"]))
         tile = opt["val"]["tile"]

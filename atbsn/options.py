@@ -233,6 +233,11 @@ def _validate(value: Any, spec: Any, where: str) -> Any:
     raise TypeError(spec)
 
 
+def strength_settings(value: Optional[dict]) -> Dict[str, Any]:
+    """``val.strength`` checked and completed with its defaults (for the Python API)."""
+    return _validate(value or {}, SCHEMA["val"]["strength"], "val.strength")
+
+
 # --------------------------------------------------------------------------- loading
 
 

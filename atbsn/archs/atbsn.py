@@ -60,13 +60,31 @@ def shift_down(x: torch.Tensor, rows: int) -> torch.Tensor:
     return F.pad(x, (0, 0, rows, 0))[..., : x.shape[-2], :]
 
 
+def official_graph() -> bool:
+    """The official ops: in training (their backward is the faster one) and when traced for ONNX
+    export (the lean inference paths write into views and loop over stripes, which do not trace)."""
+    return torch.is_grad_enabled() or torch.jit.is_tracing()
+
+
+def rot90(x: torch.Tensor, k: int) -> torch.Tensor:
+    """``torch.rot90(x, k, dims=(-2, -1))``; traced as transpose and flips, which ONNX has."""
+    if not torch.jit.is_tracing():
+        return torch.rot90(x, k, dims=(-2, -1))
+    k %= 4
+    if k == 1:
+        return x.transpose(-2, -1).flip(-2)
+    if k == 2:
+        return x.flip(-2).flip(-1)
+    return x.transpose(-2, -1).flip(-1) if k == 3 else x
+
+
 def pool(x: torch.Tensor, blind: bool) -> torch.Tensor:
     """MaxPool 2x2; blind: as if shifted down one row first (a zero row on top), so pooled row j
     covers rows 2j-1 and 2j. Computed without the shifted copy: the pool's own padding row
     (-inf) on top, then pooled row 0 against the zero it would have met."""
     if not blind:
         return F.max_pool2d(x, 2)
-    if torch.is_grad_enabled():  # training: the official graph (its backward is the faster one)
+    if official_graph():
         return F.max_pool2d(shift_down(x, 1), 2)
     y = F.max_pool2d(x, 2, padding=(1, 0))[..., : x.shape[-2] // 2, :]
     y[..., 0, :].clamp_(min=0)
@@ -80,7 +98,7 @@ def upsample(x: torch.Tensor) -> torch.Tensor:
 def upsample_cat(x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
     """``cat([upsample(x), skip], 1)`` written straight into one buffer: the nearest-neighbour
     upsampling is a broadcast copy into it, so the 4x-larger upsampled map is never allocated."""
-    if torch.is_grad_enabled():  # training: the official graph (its backward is the faster one)
+    if official_graph():
         return torch.cat([upsample(x), skip], 1)
     n, c, h, w = x.shape
     out = torch.empty((n, c + skip.shape[1], 2 * h, 2 * w), dtype=x.dtype, device=x.device,
@@ -234,9 +252,9 @@ class ATBSN(nn.Module):
     def features(self, x: torch.Tensor) -> List[torch.Tensor]:
         """The blind U-Net's output in each rotated frame (independent of the hole size)."""
         if x.shape[-1] == x.shape[-2]:
-            stacked = torch.cat([torch.rot90(x, k, dims=(-2, -1)) for k in ROTATIONS], 0)
+            stacked = torch.cat([rot90(x, k) for k in ROTATIONS], 0)
             return list(self.unet(stacked).chunk(4, 0))
-        return [self.unet(torch.rot90(x, k, dims=(-2, -1))) for k in ROTATIONS]
+        return [self.unet(rot90(x, k)) for k in ROTATIONS]
 
     def shift_within(self, hole_size: int, features: Sequence[torch.Tensor]) -> int:
         """The shift of ``hole_size``, which must be smaller than the feature maps' side."""
@@ -249,7 +267,7 @@ class ATBSN(nn.Module):
     def head(self, features: Sequence[torch.Tensor], hole_size: int) -> torch.Tensor:
         """super_shift, un-rotate (blocks then look up, left, down, right) and the 1x1 head."""
         s = self.shift_within(hole_size, features)
-        h = torch.cat([torch.rot90(shift_down(f, s), -k, dims=(-2, -1)) for f, k in zip(features, ROTATIONS)], 1)
+        h = torch.cat([rot90(shift_down(f, s), -k) for f, k in zip(features, ROTATIONS)], 1)
         return self.head_tail(self.nin_A(h))
 
     def head_tail(self, a: torch.Tensor) -> torch.Tensor:
@@ -269,7 +287,7 @@ class ATBSN(nn.Module):
         """
         shifts = [self.shift_within(k, features) for k in hole_sizes]
         blocks = self.nin_A.weight.chunk(4, dim=1)
-        looking = [torch.rot90(F.conv2d(f, w), -r, dims=(-2, -1)) for f, w, r in zip(features, blocks, ROTATIONS)]
+        looking = [rot90(F.conv2d(f, w), -r) for f, w, r in zip(features, blocks, ROTATIONS)]
         up, left, down, right = looking  # the order of ROTATIONS: branches look up, left, down, right
         out = []
         for s in shifts:
@@ -298,7 +316,7 @@ class ATBSN(nn.Module):
         s = self.shift_for(hole_size)
         if s >= min(x.shape[-2:]):
             raise OptionsError(f"hole_size {hole_size} (shift {s}) is too large for a {min(x.shape[-2:])}-pixel side")
-        branches = [self.unet(torch.rot90(x, k, dims=(-2, -1))) for k in ROTATIONS]
+        branches = [self.unet(rot90(x, k)) for k in ROTATIONS]
         n, feat = branches[0].shape[:2]
         h, w = x.shape[-2:]
         out = x.new_empty(n, self.out_channels, h, w)
@@ -317,7 +335,7 @@ class ATBSN(nn.Module):
     def forward(self, x: torch.Tensor, hole_size: int | None = None) -> torch.Tensor:
         k = self.hole_size if hole_size is None else hole_size
         h, w = x.shape[-2:]
-        lean = not torch.is_grad_enabled()  # inference: same maths, a quarter of the memory
+        lean = not official_graph()  # inference: same maths, a quarter of the memory
         if h % 32 or w % 32:
             padded = pad_bottom_right(x, 32, self.pad_mode)
             out = self.lean_forward(padded, k) if lean else self.head(self.features(padded), k)

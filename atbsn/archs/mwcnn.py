@@ -37,7 +37,7 @@ class HaarDWT(nn.Module):
         self.inverse = inverse
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        channels = x.shape[1] // 4 if self.inverse else x.shape[1]
+        channels = int(x.shape[1]) // 4 if self.inverse else int(x.shape[1])  # static: a constant when traced
         w = self.weight.repeat(channels, 1, 1, 1)
         if self.inverse:
             return F.conv_transpose2d(x, w, stride=2, groups=channels)

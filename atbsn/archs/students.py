@@ -69,7 +69,7 @@ def upsample_to(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     """Nearest x2, then zero-pad (centred) to ``like``'s size when pooling floored an odd side."""
     x = upsample(x)
     dy, dx = like.shape[-2] - x.shape[-2], like.shape[-1] - x.shape[-1]
-    if dy or dx:
+    if dy or dx or torch.jit.is_tracing():  # traced (ONNX export): the pad stays in, sized by the input
         x = F.pad(x, (dx // 2, dx - dx // 2, dy // 2, dy - dy // 2))
     return x
 
