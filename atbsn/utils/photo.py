@@ -71,11 +71,9 @@ def _register_heif(path: str) -> None:
     pillow_heif.register_heif_opener()
 
 
-def _png_is_whole(path: str) -> Optional[str]:
-    """None when every PNG chunk is complete with a matching CRC and IEND closes the file,
-    else what is wrong. Reads the file once, without decoding the pixels."""
-    with open(path, "rb") as f:
-        data = f.read()
+def _png_is_whole(data: bytes) -> Optional[str]:
+    """None when every PNG chunk of ``data`` is complete with a matching CRC and IEND closes the
+    file, else what is wrong (no pixel decoding)."""
     if data[:8] != b"\x89PNG\r\n\x1a\n":
         return "not a PNG signature"
     pos = 8
@@ -130,10 +128,14 @@ def _from_pil(im, path: str) -> tuple[np.ndarray, int]:
     return (arr[:, :, None] if arr.ndim == 2 else arr), 8
 
 
-def _from_cv2(path: str) -> tuple[np.ndarray, int]:
+def _from_cv2(path: str, data: Optional[bytes] = None) -> tuple[np.ndarray, int]:
+    """Decode with OpenCV at full bit depth, from ``data`` when the file was already read."""
     import cv2
 
-    img = cv2.imread(path, cv2.IMREAD_UNCHANGED)
+    if data is None:
+        img = cv2.imread(path, cv2.IMREAD_UNCHANGED)
+    else:
+        img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     if img is None or img.size == 0:
         raise DataError(f"cannot read image '{path}': the file is corrupt or not a supported image format")
     if img.ndim == 2:
@@ -176,11 +178,14 @@ def read_photo(path: str) -> Photo:
     if fmt in ("JPEG", "MPO", "WEBP", "HEIF", "GIF", "BMP", "PPM"):
         arr, depth = _from_pil(im, path)
     else:
-        if fmt == "PNG":
-            problem = _png_is_whole(path)
+        data = None
+        if fmt == "PNG":  # read once: checked whole, then decoded from the same bytes
+            with open(path, "rb") as f:
+                data = f.read()
+            problem = _png_is_whole(data)
             if problem:
                 raise DataError(f"cannot read image '{path}': the PNG file is {problem}")
-        arr, depth = _from_cv2(path)
+        arr, depth = _from_cv2(path, data)
     if im is not None:
         im.close()
     arr = _UPRIGHT[orientation](arr)
