@@ -72,11 +72,12 @@ def test_two_processes_equal_one_with_the_same_global_batch(tmp_path, image_fold
 
 
 def test_killed_two_process_run_resumes_to_the_same_weights(tmp_path, image_folder):
-    path = _opt(tmp_path, image_folder, "full", total_iter=8, save_freq=2, keep_checkpoints=10)
+    # long enough that the kill lands mid-run (8 iterations could end before the kill, nothing to resume)
+    path = _opt(tmp_path, image_folder, "full", total_iter=40, save_freq=2, keep_checkpoints=30)
     assert torchrun("train.py", "-opt", path)[0] == 0
     reference = _weights(tmp_path, "full")
 
-    path = _opt(tmp_path, image_folder, "killed", total_iter=8, save_freq=2, keep_checkpoints=10)
+    path = _opt(tmp_path, image_folder, "killed", total_iter=40, save_freq=2, keep_checkpoints=30)
     proc = torchrun("train.py", "-opt", path, wait=False)
     ckpt = tmp_path / "experiments" / "killed" / "checkpoints" / "iter_00000002.pth"
     deadline = time.time() + 300
