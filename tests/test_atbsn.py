@@ -178,3 +178,63 @@ def test_lean_inference_equals_the_batched_graph(shape, channels_last):
             batched = net.head([net.unet(torch.rot90(x, r, dims=(-2, -1))) for r in ROTATIONS], k)
         assert torch.allclose(lean, batched, rtol=0, atol=1e-3), (k, (lean - batched).abs().max())
         assert lean.shape == x.shape
+
+
+def test_polyphase_rewrites_equal_the_full_resolution_convs():
+    """phase_weight / upsampled_weight / replicate_conv3x3 compute the same convs (float64: exact
+    up to rounding), for zero and replicate padding."""
+    import torch.nn.functional as F
+
+    from atbsn.archs.polyphase import phase_weight, replicate_conv3x3, upsampled_weight
+
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(5, 3, 3, 3, generator=g, dtype=torch.float64)
+    x = torch.randn(2, 3, 10, 14, generator=g, dtype=torch.float64)
+    for mode in ("constant", "replicate"):
+        direct = F.conv2d(F.pad(x, (1, 1, 1, 1), mode=mode), w)
+        phases = F.conv2d(F.pixel_unshuffle(F.pad(x, (2, 2, 2, 2), mode=mode), 2), phase_weight(w))
+        for a in range(2):
+            for b in range(2):
+                got = phases[:, (2 * a + b) * 5:(2 * a + b + 1) * 5]
+                assert (got - direct[..., a::2, b::2]).abs().max() < 1e-12
+        h = torch.randn(2, 3, 5, 7, generator=g, dtype=torch.float64)
+        up = F.interpolate(h, scale_factor=2, mode="nearest")
+        direct = F.conv2d(F.pad(up, (1, 1, 1, 1), mode=mode), w)
+        folded = F.pixel_shuffle(F.conv2d(F.pad(h, (1, 1, 1, 1), mode=mode), upsampled_weight(w)), 2)
+        assert (folded - direct).abs().max() < 1e-12
+    for shape in ((1, 3, 1, 6), (1, 3, 2, 2), (2, 3, 9, 4)):
+        x = torch.randn(*shape, generator=g, dtype=torch.float64)
+        assert (replicate_conv3x3(x, w) - F.conv2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), w)).abs().max() < 1e-12
+
+
+@pytest.mark.parametrize("arch", ["ATBSNStudentA", "ATBSNStudentB"])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_student_inference_paths_equal_the_official_graph(arch, channels_last):
+    """Students at inference: replicate convs without padded copies, upsampling written into the
+    concatenation, and (A) its full-resolution convs at half resolution; within 1e-5 of [0, 1]
+    (1e-6 here), on sizes that take the rewrite (multiples of 4) and those that do not."""
+    from atbsn.archs import ARCH_REGISTRY
+    from atbsn.archs.atbsn import official_ops
+
+    torch.manual_seed(0)
+    net = ARCH_REGISTRY.get(arch)().eval()
+    if channels_last:
+        net = net.to(memory_format=torch.channels_last)
+    for shape in ((2, 3, 64, 96), (1, 3, 68, 36), (1, 3, 66, 98), (1, 3, 63, 97)):
+        x = torch.rand(*shape, generator=torch.Generator().manual_seed(1)) * 255
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.no_grad():
+            lean = net(x)
+            with official_ops():
+                official = net(x)
+        assert lean.shape == official.shape == x.shape
+        assert (lean - official).abs().max() / 255 < 1e-6, (shape, (lean - official).abs().max())
+    weights_before = net.dec1.state_dict()
+    with torch.no_grad():  # folded weights follow a weight change
+        for p in net.parameters():
+            p.mul_(0.5)
+        with official_ops():
+            official = net(x[..., :64, :64])
+        assert (net(x[..., :64, :64]) - official).abs().max() / 255 < 1e-6
+    assert weights_before.keys() == net.dec1.state_dict().keys()

@@ -260,8 +260,8 @@ def test_benchmark_official_side_by_side_mode(tmp_path):
 def test_cpu_speed_reports_throughput_and_the_allocator_gain(tmp_path):
     """scripts/cpu_speed.py: the teacher's GFLOP/s against a conv of its dominant shape, and each
     training step with glibc's default allocator and with train.py's keep_freed_memory."""
-    code, out, err = run_cli("scripts/cpu_speed.py", "--size", "64", "--runs", "1", "--steps", "recipe_teacher",
-                             "--out", str(tmp_path / "out"))
+    code, out, err = run_cli("scripts/cpu_speed.py", "--sections", "teacher", "steps", "--size", "64", "--runs", "1",
+                             "--steps", "recipe_teacher", "--out", str(tmp_path / "out"))
     assert code == 0, err
     result = json.load(open(tmp_path / "out" / "results.json"))
     t = result["throughput"]
@@ -270,3 +270,22 @@ def test_cpu_speed_reports_throughput_and_the_allocator_gain(tmp_path):
     assert (system["kept_freed_memory"], kept["kept_freed_memory"]) == (False, True)
     assert system["step"] == kept["step"] == "recipe_teacher" and system["batch"] == 8 and kept["step_ms"] > 0
     assert "| AT-BSN teacher, noisy-folder recipe (width 24, k = 9) | 8x64² |" in out
+
+
+def test_cpu_speed_photo_section_reports_ratios_end_to_end_runs_and_stages(tmp_path):
+    """scripts/cpu_speed.py --sections photo (on a small photo here): each network's GFLOP/s
+    against the 48->48 conv, test.py end to end with both strength modes, and the stage shares."""
+    code, out, err = run_cli("scripts/cpu_speed.py", "--sections", "photo", "--photo-archs", "ATBSNStudentA",
+                             "--photo-runs", "1", "--photo-size", "128x192", "--out", str(tmp_path / "out"))
+    assert code == 0, err
+    result = json.load(open(tmp_path / "out" / "results.json"))
+    (a,) = result["photo"]
+    assert a["arch"] == "ATBSNStudentA" and a["macs_per_pixel"] == 31185 and a["tile"] == 1024
+    assert a["seconds"] > 0 and 0 < a["fraction_of_conv"] < 3
+    assert [r["strength"] for r in result["test_py"]] == ["adaptive", "full"]
+    assert all(r["seconds"] > 0 and r["peak_rss_mb"] > 50 for r in result["test_py"])
+    stages = result["stages"]["stages"]
+    assert set(stages) >= {"network (tiles, assembly)", "quantise to 8 bits", "encode + write PNG (metadata, atomic)"}
+    assert abs(sum(stages.values()) - result["stages"]["total"]) < 1e-6
+    assert result["profile"] and result["profile"][0]["op"].startswith("aten::")
+    assert "| ATBSNStudentA | 31,185 | 1024 |" in out and "| adaptive |" in out

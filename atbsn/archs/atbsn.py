@@ -10,6 +10,7 @@ State-dict keys match the official release (``unet.*``, ``nin_A/B/C``). Values a
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from typing import List, Literal, Sequence, Tuple
 
 import torch
@@ -60,10 +61,26 @@ def shift_down(x: torch.Tensor, rows: int) -> torch.Tensor:
     return F.pad(x, (0, 0, rows, 0))[..., : x.shape[-2], :]
 
 
+_official_forced = False
+
+
 def official_graph() -> bool:
-    """The official ops: in training (their backward is the faster one) and when traced for ONNX
-    export (the lean inference paths write into views and loop over stripes, which do not trace)."""
-    return torch.is_grad_enabled() or torch.jit.is_tracing()
+    """The official ops: in training (their backward is the faster one), when traced for ONNX
+    export (the lean inference paths write into views and loop over stripes, which do not trace)
+    and inside :func:`official_ops`."""
+    return _official_forced or torch.is_grad_enabled() or torch.jit.is_tracing()
+
+
+@contextmanager
+def official_ops():
+    """Run the official ops at inference too: MAC counting hooks the modules, and the lean paths
+    call ``F.conv2d`` with folded weights instead."""
+    global _official_forced
+    previous, _official_forced = _official_forced, True
+    try:
+        yield
+    finally:
+        _official_forced = previous
 
 
 def rot90(x: torch.Tensor, k: int) -> torch.Tensor:

@@ -13,7 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .atbsn import SLOPE, BlindUNet, init_kaiming, pad_bottom_right, upsample
+from .atbsn import SLOPE, BlindUNet, init_kaiming, official_graph, pad_bottom_right, upsample, upsample_cat
+from .polyphase import phase_weight, replicate_conv3x3, upsampled_weight
 
 
 class ATBSNStudentC(nn.Module):
@@ -44,7 +45,9 @@ class ReplicateConv(nn.Module):
         self.conv = nn.Conv2d(in_channels, out_channels, 3, padding=1, padding_mode="replicate", bias=False)
 
     def forward(self, x):
-        return F.leaky_relu(self.conv(x), SLOPE)
+        if official_graph():
+            return F.leaky_relu(self.conv(x), SLOPE)
+        return F.leaky_relu_(replicate_conv3x3(x, self.conv.weight), SLOPE)
 
 
 class Stage(nn.Module):
@@ -87,10 +90,39 @@ class SmallStudent(nn.Module):
         self.dec2, self.dec1 = Stage(dec2, single_name), Stage(dec1, single_name)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        lean = not official_graph() and x.shape[-2] % 4 == 0 and x.shape[-1] % 4 == 0
+        if lean and len(self.dec1._modules) == 1:
+            return self._forward_half_resolution(x)
+        cat = upsample_cat if lean else lambda h, skip: torch.cat([upsample_to(h, skip), skip], 1)
         x1 = F.max_pool2d(self.enc1(x), 2)
         h = self.enc3(F.max_pool2d(self.enc2(x1), 2))
-        h = self.dec2(torch.cat([upsample_to(h, x1), x1], 1))
-        return self.dec1(torch.cat([upsample_to(h, x), x], 1))
+        h = self.dec2(cat(h, x1))
+        return self.dec1(cat(h, x))
+
+    def _forward_half_resolution(self, x: torch.Tensor) -> torch.Tensor:
+        """Student A at inference: its last conv (99 -> 3 channels at full resolution, after the
+        last upsampling) runs at half resolution (:mod:`.polyphase`): the upsampled map's share as
+        one 96 -> 12 conv before the upsampling, the input's share as a 12 -> 12 conv of its four
+        pixel phases. The same function as :meth:`forward`."""
+        x_part, up_part = self._folded_weights()
+        x1 = F.max_pool2d(self.enc1(x), 2)
+        h = self.enc3(F.max_pool2d(self.enc2(x1), 2))
+        h = self.dec2(upsample_cat(h, x1))
+        out = replicate_conv3x3(h, up_part)
+        out += F.conv2d(F.pixel_unshuffle(F.pad(x, (2, 2, 2, 2), mode="replicate"), 2), x_part)
+        return F.leaky_relu_(F.pixel_shuffle(out, 2), SLOPE)
+
+    def _folded_weights(self):
+        """dec1's conv split into its input's share (phase outputs, in pixel_shuffle's order) and
+        its upsampled share; recomputed when the weights change."""
+        w = self.dec1.conv.conv.weight
+        key = (w.data_ptr(), w._version, w.device, w.dtype)
+        if getattr(self, "_folded_key", None) != key:
+            c_up, o = w.shape[1] - self.in_channels, w.shape[0]
+            x_part = phase_weight(w[:, c_up:]).unflatten(0, (4, o)).transpose(0, 1).flatten(0, 1)
+            self._folded = (x_part, upsampled_weight(w[:, :c_up]))
+            self._folded_key = key
+        return self._folded
 
 
 class ATBSNStudentA(SmallStudent):

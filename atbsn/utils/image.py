@@ -73,6 +73,9 @@ def convert_channels(img: np.ndarray, channels: int) -> np.ndarray:
     return luma[:, :, None]
 
 
+QUANTIZE_CHUNK = 1 << 18  # elements per block of a large image (2 MB of float64)
+
+
 def quantize(x: np.ndarray, bit_depth: int = 8, mode: RoundingMode = "half_even", clip: bool = True) -> np.ndarray:
     """[0, 1] float -> unsigned integers. The single place where outputs are rounded.
 
@@ -80,6 +83,10 @@ def quantize(x: np.ndarray, bit_depth: int = 8, mode: RoundingMode = "half_even"
     submission scripts), ``truncate`` reproduces C-BSN's inference script. ``clip=False`` wraps
     around like a C cast, as C-BSN's in-training validation does (a bug kept for its protocol).
     """
+    x = np.asarray(x)
+    if x.size > QUANTIZE_CHUNK and x.ndim >= 2:  # row blocks: the float64 temporaries stay in cache
+        rows = max(1, QUANTIZE_CHUNK // (x.size // x.shape[0]))
+        return np.concatenate([quantize(x[i:i + rows], bit_depth, mode, clip) for i in range(0, x.shape[0], rows)])
     peak = float(2**bit_depth - 1)
     v = np.asarray(x, dtype=np.float64) * peak
     if clip:

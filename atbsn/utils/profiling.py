@@ -42,8 +42,10 @@ def count_macs(net: nn.Module, inputs: torch.Tensor, forward: Optional[Callable]
             handles.append(m.register_forward_hook(deconv_hook))
         elif isinstance(m, nn.Linear):
             handles.append(m.register_forward_hook(linear_hook))
+    from ..archs.atbsn import official_ops
+
     try:
-        with torch.no_grad():
+        with torch.no_grad(), official_ops():
             (forward or (lambda n, x: n(x)))(net, inputs)
     finally:
         for h in handles:
