@@ -149,3 +149,16 @@ def test_impossible_values_through_the_cli(tmp_path, image_folder):
         assert code == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
         assert override.split("=")[0] in err
     assert not (tmp_path / "experiments" / "bad").exists()
+
+
+def test_held_stop_signals_let_the_error_message_out_before_the_process_ends():
+    # after a lost peer, torchrun's SIGTERM must not cut the line that names the lost rank
+    code = ("import os, signal, sys\n"
+            "from atbsn.train.preemption import hold_stop_signals\n"
+            "hold_stop_signals()\n"
+            "os.kill(os.getpid(), signal.SIGTERM)\n"
+            "print('error: rank 0: lost rank 1', file=sys.stderr)\n"
+            "sys.exit(1)\n")
+    p = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT),
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 1 and p.stderr.strip() == "error: rank 0: lost rank 1"

@@ -24,7 +24,8 @@ from ..utils.logger import TensorBoard, get_logger
 from ..weights import load_network
 from .checkpoint import CheckpointManager, capture_rng, restore_rng
 from .optim import build_optimizer, build_scheduler
-from .preemption import StopOnSignal, TrainingPreempted, is_lost_peer, lost_ranks, requeue_slurm_job
+from .preemption import (StopOnSignal, TrainingPreempted, hold_stop_signals, is_lost_peer, lost_ranks,
+                         requeue_slurm_job)
 
 
 def git_revision() -> str:
@@ -270,20 +271,24 @@ class Trainer:
             bar = tqdm(total=total, initial=self.iteration, desc=self.opt["name"], dynamic_ncols=True)
         self.log.info("training %s for %d iterations (%d per epoch, global batch %d) on %s",
                       self.opt["name"], total, per_epoch, self.sampler.batch_size, self.device)
-        t0, it0 = time.time(), self.iteration
+        t0, it0, lost = time.time(), self.iteration, False
         try:
             with StopOnSignal() as stop:
-                self._loop(stop, bar, t0, it0, total)
-        except RuntimeError as err:
-            if not (self.dist.enabled and is_lost_peer(err)):
-                raise
+                try:
+                    self._loop(stop, bar, t0, it0, total)
+                except RuntimeError as err:
+                    if not (self.dist.enabled and is_lost_peer(err)):
+                        raise
+                    hold_stop_signals()  # while ours still records them: torchrun's SIGTERM cannot cut the message
+                    lost = True
+        finally:
+            if bar:
+                bar.close()
+        if lost:
             raise TrainingError(
                 f"rank {self.dist.rank}: lost {lost_ranks(self.dist.rank)} during iteration {self.iteration + 1} "
                 f"(the process is gone or unreachable); stopping. The last checkpoint in '{self.exp.checkpoints}' "
                 f"is kept: start the job again with --auto_resume") from None
-        finally:
-            if bar:
-                bar.close()
         self.tb.close()
         self.log.info("done: %d iterations; checkpoints in %s", self.iteration, self.exp.checkpoints)
         return self.last_summary

@@ -71,6 +71,17 @@ class StopOnSignal:
         return signal.Signals(self.signum).name if self.signum else "a signal"
 
 
+def hold_stop_signals() -> None:
+    """Block the stop signals for the rest of the process, once it is going down with an error.
+
+    After a lost peer, torchrun's agent sends SIGTERM to the survivors within its monitor interval
+    (0.1 s): unblocked, it lands between this rank noticing the loss and printing which rank went
+    away, and the process dies silent (-15). Blocked, the message gets out and the process exits
+    with its error code; SIGKILL still ends it if anything hangs."""
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+
+
 def requeue_slurm_job() -> str:
     """``scontrol requeue $SLURM_JOB_ID``; what happened, in words."""
     job = os.environ.get("SLURM_JOB_ID")
