@@ -154,8 +154,11 @@ def test_impossible_values_through_the_cli(tmp_path, image_folder):
 def test_held_stop_signals_let_the_error_message_out_before_the_process_ends():
     # after a lost peer, torchrun's SIGTERM must not cut the line that names the lost rank
     code = ("import os, signal, sys\n"
-            "from atbsn.train.preemption import hold_stop_signals\n"
-            "hold_stop_signals()\n"
+            "import torch\n"
+            "from atbsn.train.preemption import StopOnSignal\n"
+            "torch.ones(1 << 20).sum()  # worker threads exist, as in training\n"
+            "with StopOnSignal() as stop:\n"
+            "    stop.ignore_from_now()\n"
             "os.kill(os.getpid(), signal.SIGTERM)\n"
             "print('error: rank 0: lost rank 1', file=sys.stderr)\n"
             "sys.exit(1)\n")

@@ -24,8 +24,7 @@ from ..utils.logger import TensorBoard, get_logger
 from ..weights import load_network
 from .checkpoint import CheckpointManager, capture_rng, restore_rng
 from .optim import build_optimizer, build_scheduler
-from .preemption import (StopOnSignal, TrainingPreempted, hold_stop_signals, is_lost_peer, lost_ranks,
-                         requeue_slurm_job)
+from .preemption import StopOnSignal, TrainingPreempted, is_lost_peer, lost_ranks, requeue_slurm_job
 
 
 def git_revision() -> str:
@@ -279,7 +278,7 @@ class Trainer:
                 except RuntimeError as err:
                     if not (self.dist.enabled and is_lost_peer(err)):
                         raise
-                    hold_stop_signals()  # while ours still records them: torchrun's SIGTERM cannot cut the message
+                    stop.ignore_from_now()  # torchrun's SIGTERM must not cut the message naming the lost rank
                     lost = True
         finally:
             if bar:

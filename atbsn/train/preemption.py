@@ -39,6 +39,16 @@ class StopOnSignal:
     def __init__(self):
         self.signum: Optional[int] = None
         self._previous: Dict[int, object] = {}
+        self._ignore_on_exit = False
+
+    def ignore_from_now(self) -> None:
+        """Leave the stop signals ignored after exit, for a process going down with an error.
+
+        After a lost peer, torchrun's agent sends SIGTERM to the survivors within its monitor interval
+        (0.1 s); restored to the default, it lands between this rank noticing the loss and printing
+        which rank went away, and the process dies silent (-15). Ignored (process-wide: blocking would
+        only cover this thread), the message gets out; SIGKILL still ends the process if it hangs."""
+        self._ignore_on_exit = True
 
     def _record(self, signum, frame) -> None:
         if self.signum is None:
@@ -54,7 +64,7 @@ class StopOnSignal:
 
     def __exit__(self, *exc) -> None:
         for s, handler in self._previous.items():
-            signal.signal(s, handler)
+            signal.signal(s, signal.SIG_IGN if self._ignore_on_exit else handler)
 
     def requested(self, distributed: bool, device: torch.device) -> bool:
         """Whether any rank was signalled; with several processes every rank gets the same answer."""
@@ -69,17 +79,6 @@ class StopOnSignal:
     @property
     def name(self) -> str:
         return signal.Signals(self.signum).name if self.signum else "a signal"
-
-
-def hold_stop_signals() -> None:
-    """Block the stop signals for the rest of the process, once it is going down with an error.
-
-    After a lost peer, torchrun's agent sends SIGTERM to the survivors within its monitor interval
-    (0.1 s): unblocked, it lands between this rank noticing the loss and printing which rank went
-    away, and the process dies silent (-15). Blocked, the message gets out and the process exits
-    with its error code; SIGKILL still ends it if anything hangs."""
-    if hasattr(signal, "pthread_sigmask"):
-        signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
 
 
 def requeue_slurm_job() -> str:
