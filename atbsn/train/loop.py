@@ -278,7 +278,8 @@ class Trainer:
                 except RuntimeError as err:
                     if not (self.dist.enabled and is_lost_peer(err)):
                         raise
-                    stop.ignore_from_now()  # torchrun's SIGTERM must not cut the message naming the lost rank
+                    if os.environ.get("TORCHELASTIC_RUN_ID"):  # a torchrun worker: its agent SIGTERMs us next
+                        stop.ignore_from_now()  # torchrun's SIGTERM must not cut the message naming the lost rank
                     lost = True
         finally:
             if bar:
