@@ -151,17 +151,18 @@ def test_impossible_values_through_the_cli(tmp_path, image_folder):
     assert not (tmp_path / "experiments" / "bad").exists()
 
 
-def test_held_stop_signals_let_the_error_message_out_before_the_process_ends():
+def test_ignored_stop_signals_let_the_error_message_out_before_a_torchrun_worker_ends():
     # after a lost peer, torchrun's SIGTERM must not cut the line that names the lost rank
     code = ("import os, signal, sys\n"
             "import torch\n"
             "from atbsn.train.preemption import StopOnSignal\n"
             "torch.ones(1 << 20).sum()  # worker threads exist, as in training\n"
             "with StopOnSignal() as stop:\n"
-            "    stop.ignore_from_now()\n"
+            "    stop.ignore_after_exit_in_torchrun_worker()\n"
             "os.kill(os.getpid(), signal.SIGTERM)\n"
             "print('error: rank 0: lost rank 1', file=sys.stderr)\n"
             "sys.exit(1)\n")
-    p = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT),
+    env = dict(os.environ, PYTHONPATH=ROOT, TORCHELASTIC_RUN_ID="test")
+    p = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env,
                        capture_output=True, text=True, timeout=120)
     assert p.returncode == 1 and p.stderr.strip() == "error: rank 0: lost rank 1"

@@ -278,8 +278,7 @@ class Trainer:
                 except RuntimeError as err:
                     if not (self.dist.enabled and is_lost_peer(err)):
                         raise
-                    if os.environ.get("TORCHELASTIC_RUN_ID"):  # a torchrun worker: its agent SIGTERMs us next
-                        stop.ignore_from_now()  # torchrun's SIGTERM must not cut the message naming the lost rank
+                    stop.ignore_after_exit_in_torchrun_worker()  # its SIGTERM must not cut the message below
                     lost = True
         finally:
             if bar:

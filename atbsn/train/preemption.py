@@ -41,14 +41,15 @@ class StopOnSignal:
         self._previous: Dict[int, object] = {}
         self._ignore_on_exit = False
 
-    def ignore_from_now(self) -> None:
-        """Leave the stop signals ignored after exit, for a process going down with an error.
+    def ignore_after_exit_in_torchrun_worker(self) -> None:
+        """In a torchrun worker going down with an error, leave the stop signals ignored after exit.
 
         After a lost peer, torchrun's agent sends SIGTERM to the survivors within its monitor interval
         (0.1 s); restored to the default, it lands between this rank noticing the loss and printing
         which rank went away, and the process dies silent (-15). Ignored (process-wide: blocking would
-        only cover this thread), the message gets out; SIGKILL still ends the process if it hangs."""
-        self._ignore_on_exit = True
+        only cover this thread), the message gets out; SIGKILL still ends the process if it hangs.
+        Outside torchrun (an in-process caller) the previous handlers come back as usual."""
+        self._ignore_on_exit = bool(os.environ.get("TORCHELASTIC_RUN_ID"))
 
     def _record(self, signum, frame) -> None:
         if self.signum is None:
