@@ -30,8 +30,10 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-SETS = {"sidd4": "../shared/data/SIDD_samples", "cc15": "../shared/data/CC15"}
-CROP_IMAGE = {"sidd4": ("sidd_1", 200, 150), "cc15": ("d800_iso6400_1", 180, 200)}  # name, y, x of a 128 crop
+SETS = {"sidd4": "../shared/data/SIDD_samples", "cc15": "../shared/data/CC15",
+        "cc15_mild": "results/data/cc15_mild"}  # made by scripts/make_mild_noise_set.py
+CROP_IMAGE = {"sidd4": ("sidd_1", 200, 150), "cc15": ("d800_iso6400_1", 180, 200),
+              "cc15_mild": ("d800_iso6400_1", 180, 200)}  # name, y, x of a 128 crop
 
 # One entry per method: the train.py stages (options file, overrides) run in order, ``{prev}`` being
 # the previous stage's last checkpoint; the last stage is evaluated. A stage given as a method name
