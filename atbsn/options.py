@@ -107,6 +107,8 @@ SCHEMA: Dict[str, Any] = {
             "heavy_sigma": Opt(NonNegativeFloat, 14.0),
             "classical_mix": Opt(Probability, 0.0),  # weight of NL-means in mild-noise outputs
             "nlm_strength": Opt(PositiveFloat, 1.25),  # NL-means h = nlm_strength x estimated sigma
+            # > 0: NL-means averaged with its DCT-domain Wiener refinement at sigma x wiener_refine
+            "wiener_refine": Opt(NonNegativeFloat, 0.0),
         },
     },
     "test": {

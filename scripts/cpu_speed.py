@@ -222,7 +222,7 @@ def photo_stages(work: str) -> dict:
     photo_path, _ = _photo_files(work)
     model, opt = _test_model("ATBSNStudentA")
     tile = opt["val"]["tile"]["size"]
-    strength = {"classical_mix": 0.5}
+    strength = {k: v for k, v in opt["val"]["strength"].items() if k != "mode"}  # the recipe's settings
     with torch.no_grad():
         denoise_full_strength(model, torch.rand(1, 3, min(tile, PHOTO_SHAPE[0]), min(tile, PHOTO_SHAPE[1])), tile)
         stages = {}
@@ -236,7 +236,7 @@ def photo_stages(work: str) -> dict:
         photo = timed("read (decode, orientation, metadata)", lambda: read_photo(photo_path))
         x = timed("to tensor", lambda: to_tensor(photo.pixels)[None])
         d = timed("network (tiles, assembly)", lambda: denoise_full_strength(model, x, tile))
-        out, _ = timed("adaptive strength (noise estimate, shrinkage, NL-means)", lambda: adaptive_blend(x, d, **strength))
+        out, _ = timed("adaptive strength (noise estimate, shrinkage, NL-means, Wiener)", lambda: adaptive_blend(x, d, **strength))
         pred = timed("to HWC array", lambda: out[0].numpy().transpose(1, 2, 0))
         q = timed("quantise to 8 bits", lambda: quantize(pred, 8))
         path = os.path.join(work, "stages_out.png")
