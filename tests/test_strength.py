@@ -209,3 +209,28 @@ def test_transform_wiener_removes_noise_keeps_what_the_pilot_calls_signal_and_re
     _, (r0,) = adaptive_blend(noisy, clean, classical_mix=0.5)
     out, (r1,) = adaptive_blend(noisy, clean, classical_mix=0.5, wiener_refine=1.3)
     assert r1.estimated_gain_db == r0.estimated_gain_db and _mse(out, clean) < _mse(noisy, clean)
+
+
+def test_the_memory_light_helpers_equal_their_plain_definitions():
+    """The ring mean (box sums, not a 5x5 conv), the row-strip padding and the accumulating
+    transform_wiener are rewrites for 12-MP memory: they must compute what they replace."""
+    import torch.nn.functional as F
+
+    from atbsn.strength import _padded_rows, _ring_mean, transform_wiener
+
+    g = torch.Generator().manual_seed(7)
+    x = torch.rand(2, 3, 23, 31, generator=g)
+    for radius in (1, 2, 3):
+        k = torch.zeros(2 * radius + 1, 2 * radius + 1)
+        k[0], k[-1], k[:, 0], k[:, -1] = 1, 1, 1, 1
+        ref = F.conv2d(F.pad(x, (radius,) * 4, mode="reflect"), (k / k.sum()).expand(3, 1, -1, -1).contiguous(), groups=3)
+        assert (_ring_mean(x, radius) - ref).abs().max() < 1e-6
+    assert torch.equal(_ring_mean(x, 0), x)
+    for mode in ("reflect", "replicate"):
+        full = F.pad(x, (7,) * 4, mode=mode)
+        for start, stop in ((0, 9), (5, 30), (20, 37)):
+            assert torch.equal(_padded_rows(x, start, stop, 7, mode), full[..., start:stop, :]), (mode, start, stop)
+    noisy, pilot = x[:1], x[1:]
+    base = torch.rand(1, 3, 23, 31, generator=g)
+    added = transform_wiener(noisy, pilot, 1.5, out=base.clone(), weight=0.3)
+    assert (added - (base + 0.3 * transform_wiener(noisy, pilot, 1.5))).abs().max() < 1e-6
