@@ -68,7 +68,8 @@ def _load_for_eval(opt: dict, local_rank=None):
     from .errors import OptionsError
     from .models.setup import resolve_device, setup_model
 
-    if not opt["path"]["pretrain_network"]:
+    weights = opt["path"]["pretrain_network"]
+    if not weights or (isinstance(weights, dict) and not any(weights.values())):
         raise OptionsError(f"{opt['_source']}: set 'path.pretrain_network' to the weights to evaluate "
                            f"(a checkpoint of train.py or an official .pth)")
     onnx_file = onnx_weights(opt["path"]["pretrain_network"])

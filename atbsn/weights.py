@@ -96,6 +96,8 @@ def load_pretrained(model, spec: Union[None, str, Dict[str, str]], strict: bool 
         return
     items = {model.inference_role: spec} if isinstance(spec, str) else dict(spec)
     for role, path in items.items():
+        if path is None:  # {student: null}: that network keeps its initialisation
+            continue
         if role not in model.networks:
             raise OptionsError(f"path.pretrain_network: unknown network '{role}' (model has {sorted(model.networks)})")
         state = load_file(path)

@@ -93,6 +93,11 @@ def test_bad_inputs_give_one_clear_error(tmp_path, image_folder):
     code, _, err = run_cli("train.py", "-opt", write_options(tmp_path / "t.yml", opt), "--set", "train.total_iter=x")
     _one_line_error(code, err, "'train.total_iter' must be an integer >= 1 | null")
 
+    # a role set to null (no weights at all) is named as the option to set, not a traceback
+    code, _, err = run_cli("test.py", "-opt", os.path.join(ROOT, "options/test/noisy_folder.yml"), "--input",
+                           str(image_folder), "--output", str(tmp_path / "o"), "--set", "path.pretrain_network.student=null")
+    _one_line_error(code, err, "set 'path.pretrain_network' to the weights")
+
 
 def test_wrong_checkpoint_and_unwritable_output(tmp_path, trained):
     opt, ckpt = trained

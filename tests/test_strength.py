@@ -10,7 +10,7 @@ import torch
 
 from atbsn.strength import adaptive_blend, noise_variance
 
-from conftest import run_cli, student_a_options, write_options, write_png
+from conftest import run_cli, student_a_options, write_options
 
 
 def _textured(h=192, w=192, seed=0):
