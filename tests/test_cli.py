@@ -95,7 +95,7 @@ def test_bad_inputs_give_one_clear_error(tmp_path, image_folder):
 
     # a role set to null (no weights at all) is named as the option to set, not a traceback
     code, _, err = run_cli("test.py", "-opt", os.path.join(ROOT, "options/test/noisy_folder.yml"), "--input",
-                           str(image_folder), "--output", str(tmp_path / "o"), "--set", "path.pretrain_network.student=null")
+                           opt["datasets"]["train"]["root"], "--output", str(tmp_path / "o"), "--set", "path.pretrain_network.student=null")
     _one_line_error(code, err, "set 'path.pretrain_network' to the weights")
 
 
