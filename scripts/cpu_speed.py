@@ -128,6 +128,7 @@ PHOTO_ARCHS = {
     "N2NUNet": ("options/test/test_n2n_gauss25.yml", ["val.tile.size=1024"]),
 }
 PHOTO_SHAPE = [3000, 4000]  # --photo-size
+PHOTO_AMP = []  # --photo-amp: extra train.amp override for the photo section (empty: the test options' own)
 
 
 def _test_model(arch: str):
@@ -137,23 +138,27 @@ def _test_model(arch: str):
     from atbsn.options import load_options
 
     path, sets = PHOTO_ARCHS[arch]
-    opt = load_options(path, sets + ["path.pretrain_network=null", "val.strength.mode=full"])
+    opt = load_options(path, sets + PHOTO_AMP + ["path.pretrain_network=null", "val.strength.mode=full"])
     torch.manual_seed(0)
     model = setup_model(opt, torch.device("cpu"))
     model.train(False)
     return model, opt
 
 
-def _conv_reference():
-    """The 48->48 3x3 conv at 1024², channels_last (a fresh output each call, as in a network)."""
+def _conv_reference(amp_dtype=None):
+    """The 48->48 3x3 conv at 1024², channels_last (a fresh output each call, as in a network),
+    under the network's autocast dtype, so that a bf16 network is compared with a bf16 conv."""
     import torch
 
     cl = torch.channels_last
     conv = torch.nn.Conv2d(48, 48, 3, padding=1).to(memory_format=cl)
     f = torch.rand(1, 48, 1024, 1024).contiguous(memory_format=cl)
     flops = 2 * 48 * 48 * 9 * 1024 * 1024
-    with torch.no_grad():
-        return lambda: conv(f), flops
+
+    def run():
+        with torch.no_grad(), torch.autocast("cpu", dtype=amp_dtype, enabled=amp_dtype is not None):
+            return conv(f)
+    return run, flops
 
 
 def photo_throughput(arch: str, runs: int) -> dict:
@@ -169,7 +174,7 @@ def photo_throughput(arch: str, runs: int) -> dict:
     macs = macs_per_pixel(net, size=256)
     tile = opt["val"]["tile"]["size"]
     x = torch.rand(1, 3, *PHOTO_SHAPE, generator=torch.Generator().manual_seed(1))
-    conv, conv_flops = _conv_reference()
+    conv, conv_flops = _conv_reference(model.amp_dtype)
     with torch.no_grad():
         denoise_full_strength(model, x[..., :tile, :tile], tile)  # warm-up: one tile's shapes
         conv()
@@ -185,7 +190,8 @@ def photo_throughput(arch: str, runs: int) -> dict:
     seconds, conv_s = statistics.median(t_net), statistics.median(t_conv)
     net_gflops = 2 * macs * x.shape[-2] * x.shape[-1] / seconds / 1e9
     conv_gflops = conv_flops / conv_s / 1e9
-    return {"arch": arch, "macs_per_pixel": macs, "tile": tile, "seconds": seconds, "runs": runs,
+    return {"arch": arch, "amp": str(model.amp_dtype or "fp32").replace("torch.bfloat16", "bf16"),
+            "macs_per_pixel": macs, "tile": tile, "seconds": seconds, "runs": runs,
             "gflops": net_gflops, "conv_gflops": conv_gflops, "fraction_of_conv": net_gflops / conv_gflops,
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
@@ -272,7 +278,7 @@ def test_py_run(work: str, strength: str) -> dict:
     shutil.rmtree(out_dir, ignore_errors=True)
     cmd = [sys.executable, "test.py", "-opt", "options/test/noisy_folder.yml", "--input", photo, "--output", out_dir,
            "--set", f"path.pretrain_network.student={weights}", f"val.strength.mode={strength}",
-           "logger.progress_bar=never"]
+           "logger.progress_bar=never"] + PHOTO_AMP
     t = time.perf_counter()
     run = subprocess.run(["/usr/bin/time", "-v"] + cmd, capture_output=True, text=True, cwd=ROOT)
     seconds = time.perf_counter() - t
@@ -291,11 +297,14 @@ def main() -> int:
     p.add_argument("--photo-archs", nargs="*", default=list(PHOTO_ARCHS), help="networks for the photo section")
     p.add_argument("--photo-runs", type=int, default=2, help="12-MP runs per network (median)")
     p.add_argument("--photo-size", default="3000x4000", help="HxW of the photo section's input")
+    p.add_argument("--photo-amp", choices=["config", "fp32", "bf16"], default="config",
+                   help="the photo section's precision: the test options' train.amp (default), or forced")
     p.add_argument("--out", default=os.path.join("results", "cpu_speed"))
     p.add_argument("--worker", help=argparse.SUPPRESS)
     args = p.parse_args()
     os.chdir(ROOT)
     PHOTO_SHAPE[:] = [int(v) for v in args.photo_size.split("x")]
+    PHOTO_AMP[:] = {"config": [], "fp32": ["train.amp=null"], "bf16": ["train.amp=bf16"]}[args.photo_amp]
     work = os.path.join(args.out, "photo")
     if args.worker:
         name, _, arg = args.worker.partition(":")
@@ -310,7 +319,7 @@ def main() -> int:
     def worker(name, malloc=""):
         env = {**os.environ, "ATBSN_MALLOC": malloc}
         cmd = [sys.executable, os.path.abspath(__file__), "--worker", name, "--size", str(args.size),
-               "--runs", str(args.runs), "--photo-runs", str(args.photo_runs), "--photo-size", args.photo_size, "--out", args.out]
+               "--runs", str(args.runs), "--photo-runs", str(args.photo_runs), "--photo-size", args.photo_size, "--photo-amp", args.photo_amp, "--out", args.out]
         t = time.perf_counter()
         out = subprocess.run(cmd, capture_output=True, text=True, env=env)
         if out.returncode:
@@ -342,10 +351,11 @@ def main() -> int:
     if "photo" in args.sections:
         h, w = PHOTO_SHAPE
         result["photo"] = [worker(f"photo:{a}", "system") for a in args.photo_archs]
-        lines += [f"| network, {w}x{h} input, tiles as its test options | MACs/px | tile | s | GFLOP/s | "
-                  "48->48 conv GFLOP/s | share of the conv's rate | peak RSS |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+        lines += [f"| network, {w}x{h} input, tiles as its test options | precision | MACs/px | tile | s | GFLOP/s | "
+                  "48->48 conv GFLOP/s (same precision) | share of the conv's rate | peak RSS |",
+                  "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
         for r in result["photo"]:
-            lines.append(f"| {r['arch']} | {r['macs_per_pixel']:,.0f} | {r['tile']} | {r['seconds']:.2f} | "
+            lines.append(f"| {r['arch']} | {r['amp']} | {r['macs_per_pixel']:,.0f} | {r['tile']} | {r['seconds']:.2f} | "
                          f"{r['gflops']:.0f} | {r['conv_gflops']:.0f} | **{100 * r['fraction_of_conv']:.0f}%** | "
                          f"{r['peak_rss_mb'] / 1024:.2f} GB |")
         runs = result["test_py"] = [test_py_run(work, mode) for mode in ("adaptive", "full")]
