@@ -238,3 +238,22 @@ def test_student_inference_paths_equal_the_official_graph(arch, channels_last):
             official = net(x[..., :64, :64])
         assert (net(x[..., :64, :64]) - official).abs().max() / 255 < 1e-6
     assert weights_before.keys() == net.dec1.state_dict().keys()
+
+
+def test_max_pool2x2_equals_max_pool2d_in_every_layout_and_dtype():
+    """The inference pool (two maxima over views in bf16 channels_last) gives max_pool2d's values
+    exactly, NaN included; other layouts, odd sizes and fp32 take max_pool2d itself."""
+    from atbsn.archs.atbsn import max_pool2x2
+
+    g = torch.Generator().manual_seed(3)
+    for shape in ((2, 5, 8, 6), (1, 48, 16, 16), (1, 4, 7, 9), (1, 1, 4, 4)):
+        for dtype in (torch.bfloat16, torch.float32):
+            for cl in (False, True):
+                x = torch.randn(*shape, generator=g).to(dtype)
+                x[0, 0, 1, 1] = float("nan")
+                if cl:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                with torch.no_grad():
+                    ours, ref = max_pool2x2(x), F.max_pool2d(x, 2)
+                assert ours.shape == ref.shape and ours.dtype == ref.dtype
+                assert torch.equal(ours.isnan(), ref.isnan()) and torch.equal(ours.nan_to_num(), ref.nan_to_num())

@@ -112,6 +112,19 @@ def upsample(x: torch.Tensor) -> torch.Tensor:
     return F.interpolate(x, scale_factor=2, mode="nearest")
 
 
+def max_pool2x2(x: torch.Tensor) -> torch.Tensor:
+    """``F.max_pool2d(x, 2)``; at inference, for a channels_last map of even size, two elementwise
+    maxima over views of it instead: the CPU pool also computes argmax indices, and in bf16 it took
+    49 ms on a 48-channel 1024² map against 6 for this (the same values, NaN included)."""
+    n, c, h, w = x.shape
+    if official_graph() or h % 2 or w % 2 or x.dtype == torch.float32 \
+            or not x.is_contiguous(memory_format=torch.channels_last):
+        return F.max_pool2d(x, 2)
+    v = x.permute(0, 2, 3, 1).reshape(n, h // 2, 2, w // 2, 2 * c)  # a view: rows in pairs, column pairs in channels
+    rows = torch.maximum(v[:, :, 0], v[:, :, 1])
+    return torch.maximum(rows[..., :c], rows[..., c:]).permute(0, 3, 1, 2)
+
+
 def upsample_cat(x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
     """``cat([upsample(x), skip], 1)`` written straight into one buffer: the nearest-neighbour
     upsampling is a broadcast copy into it, so the 4x-larger upsampled map is never allocated."""

@@ -9,6 +9,8 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
+from .atbsn import max_pool2x2
+
 
 class UpsampleCat(nn.Module):
     """2x2 stride-2 transposed conv (with bias, no activation), then cat[upsampled, skip]."""
@@ -71,7 +73,7 @@ class N2NUNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         act = lambda t: F.leaky_relu(t, 0.2, inplace=True)  # noqa: E731  (every input is a fresh conv output)
-        pool = lambda t: F.max_pool2d(t, 2)  # noqa: E731
+        pool = max_pool2x2
         h = act(self.enc_conv0(x))
         skips = []
         for i in range(1, 5):

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .atbsn import SLOPE, BlindUNet, init_kaiming, official_graph, pad_bottom_right, upsample, upsample_cat
+from .atbsn import SLOPE, BlindUNet, init_kaiming, max_pool2x2, official_graph, pad_bottom_right, upsample, upsample_cat
 from .polyphase import phase_weight, replicate_conv3x3, upsampled_weight
 
 
@@ -94,8 +94,8 @@ class SmallStudent(nn.Module):
         if lean and len(self.dec1._modules) == 1:
             return self._forward_half_resolution(x)
         cat = upsample_cat if lean else lambda h, skip: torch.cat([upsample_to(h, skip), skip], 1)
-        x1 = F.max_pool2d(self.enc1(x), 2)
-        h = self.enc3(F.max_pool2d(self.enc2(x1), 2))
+        x1 = max_pool2x2(self.enc1(x))
+        h = self.enc3(max_pool2x2(self.enc2(x1)))
         h = self.dec2(cat(h, x1))
         return self.dec1(cat(h, x))
 
@@ -105,8 +105,8 @@ class SmallStudent(nn.Module):
         one 96 -> 12 conv before the upsampling, the input's share as a 12 -> 12 conv of its four
         pixel phases. The same function as :meth:`forward`."""
         x_part, up_part = self._folded_weights()
-        x1 = F.max_pool2d(self.enc1(x), 2)
-        h = self.enc3(F.max_pool2d(self.enc2(x1), 2))
+        x1 = max_pool2x2(self.enc1(x))
+        h = self.enc3(max_pool2x2(self.enc2(x1)))
         h = self.dec2(upsample_cat(h, x1))
         out = replicate_conv3x3(h, up_part)
         out += F.conv2d(F.pixel_unshuffle(F.pad(x, (2, 2, 2, 2), mode="replicate"), 2), x_part)
