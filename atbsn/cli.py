@@ -72,7 +72,7 @@ def _load_for_eval(opt: dict, local_rank=None):
     if not weights or (isinstance(weights, dict) and not any(weights.values())):
         raise OptionsError(f"{opt['_source']}: set 'path.pretrain_network' to the weights to evaluate "
                            f"(a checkpoint of train.py or an official .pth)")
-    onnx_file = onnx_weights(opt["path"]["pretrain_network"])
+    onnx_file = onnx_weights(weights)
     if onnx_file:
         from .deploy import OnnxModel
 

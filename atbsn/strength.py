@@ -227,19 +227,16 @@ def transform_wiener(noisy: torch.Tensor, pilot: torch.Tensor, sigma_scale: floa
     x, p = noisy.float(), pilot.float()
     if out is None:
         out, weight = torch.zeros_like(x), 1.0
-    if x.shape[1] != 3:
-        for ch in range(x.shape[1]):
-            s2 = noise_variance(x[:, ch:ch + 1]).mul_(sigma_scale ** 2)
-            out[:, ch:ch + 1].add_(_wiener_channel(x[:, ch:ch + 1], p[:, ch:ch + 1], s2, patch, stride), alpha=weight)
-        return out
-    # one opponent channel at a time, added straight back into RGB (x = O^T y): no full opponent copies
-    for row in OPPONENT:
+    # one (opponent) channel at a time, added straight back (x = O^T y): no full-size transformed copies
+    transform = OPPONENT if x.shape[1] == 3 else torch.eye(x.shape[1])
+    for row in transform:
         xc, pc = (torch.einsum("c,nchw->nhw", row, t)[:, None] for t in (x, p))
         s2 = noise_variance(xc).mul_(sigma_scale ** 2)
         filtered = _wiener_channel(xc, pc, s2, patch, stride)
         del xc, pc, s2
-        for c in range(3):
-            out[:, c:c + 1].add_(filtered, alpha=weight * float(row[c]))
+        for c in range(x.shape[1]):
+            if row[c]:
+                out[:, c:c + 1].add_(filtered, alpha=weight * float(row[c]))
         del filtered
     return out
 
