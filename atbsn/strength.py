@@ -55,6 +55,20 @@ class StrengthReport:
     classical_mix: float = 0.0  # weight of NL-means in the output
 
 
+def _box_sum(x: torch.Tensor, size: int) -> torch.Tensor:
+    """Sum over every ``size`` x ``size`` window (valid positions), as ``size`` shifted adds along
+    the rows, then along the columns: memory-bound passes, 2.5-3x faster here than avg_pool2d,
+    which sums the whole window at every pixel."""
+    h, w = x.shape[-2] - size + 1, x.shape[-1] - size + 1
+    rows = x[..., :, 0:w].clone()
+    for i in range(1, size):
+        rows.add_(x[..., :, i:i + w])
+    out = rows[..., 0:h, :].clone()
+    for i in range(1, size):
+        out.add_(rows[..., i:i + h, :])
+    return out
+
+
 def _ring_mean(x: torch.Tensor, radius: int) -> torch.Tensor:
     """Mean of the pixels at Chebyshev distance exactly ``radius`` (reflect-padded), per channel:
     the outer box's sum less the inner one's (a grouped 5x5 conv here took 0.8 GB of im2col on 12 MP)."""
@@ -62,8 +76,8 @@ def _ring_mean(x: torch.Tensor, radius: int) -> torch.Tensor:
         return x.clone()
     xp = F.pad(x, (radius,) * 4, mode="reflect")
     outer, inner = 2 * radius + 1, 2 * radius - 1
-    ring = F.avg_pool2d(xp, outer, stride=1).mul_(outer ** 2)
-    ring.sub_(F.avg_pool2d(xp[..., 1:-1, 1:-1], inner, stride=1).mul_(inner ** 2))
+    ring = _box_sum(xp, outer)
+    ring.sub_(_box_sum(xp[..., 1:-1, 1:-1], inner))
     return ring.div_(outer ** 2 - inner ** 2)
 
 
@@ -217,7 +231,10 @@ def _wiener_channel(noisy: torch.Tensor, pilot: torch.Tensor, sigma2: torch.Tens
         v = F.avg_pool2d(_padded_rows(sigma2, a, b, pad, "replicate"), n, stride=stride)
         g = p.square_().div_(p + v)  # P^2 / (P^2 + sigma^2), in p's storage
         del p
-        weight = torch.reciprocal_((v * g.square().sum(1, keepdim=True)).clamp_min_(1e-12))
+        energy = g[:, :1].square()  # sum of g^2 over the coefficients, plane by plane (a dim-1 reduction was 10x slower)
+        for k in range(1, g.shape[1]):
+            energy.addcmul_(g[:, k:k + 1], g[:, k:k + 1])
+        weight = torch.reciprocal_(energy.mul_(v).clamp_min_(1e-12))
         part_num, part_den = _patch_idct(g.mul_(y).mul_(weight), c, stride), F.conv_transpose2d(weight, ones, stride=stride)
         del y, g
         num[..., a:a + part_num.shape[-2], :part_num.shape[-1]] += part_num

@@ -212,11 +212,11 @@ def test_transform_wiener_removes_noise_keeps_what_the_pilot_calls_signal_and_re
 
 
 def test_the_memory_light_helpers_equal_their_plain_definitions():
-    """The ring mean (box sums, not a 5x5 conv), the row-strip padding and the accumulating
+    """The ring mean (shifted-add box sums, not a 5x5 conv), the row-strip padding and the accumulating
     transform_wiener are rewrites for 12-MP memory: they must compute what they replace."""
     import torch.nn.functional as F
 
-    from atbsn.strength import _padded_rows, _ring_mean, transform_wiener
+    from atbsn.strength import _box_sum, _padded_rows, _ring_mean, transform_wiener
 
     g = torch.Generator().manual_seed(7)
     x = torch.rand(2, 3, 23, 31, generator=g)
@@ -226,6 +226,8 @@ def test_the_memory_light_helpers_equal_their_plain_definitions():
         ref = F.conv2d(F.pad(x, (radius,) * 4, mode="reflect"), (k / k.sum()).expand(3, 1, -1, -1).contiguous(), groups=3)
         assert (_ring_mean(x, radius) - ref).abs().max() < 1e-6
     assert torch.equal(_ring_mean(x, 0), x)
+    for size in (3, 5, 8):  # the shifted-add box sum behind the ring mean
+        assert (_box_sum(x, size) - F.avg_pool2d(x, size, stride=1) * size * size).abs().max() < 1e-6 * size * size
     for mode in ("reflect", "replicate"):
         full = F.pad(x, (7,) * 4, mode=mode)
         for start, stop in ((0, 9), (5, 30), (20, 37)):
