@@ -82,7 +82,9 @@ def _ring_mean(x: torch.Tensor, radius: int) -> torch.Tensor:
 
 
 def box_mean(x: torch.Tensor, size: int) -> torch.Tensor:
-    """Mean over a ``size`` x ``size`` window (reflect-padded), same shape as ``x``."""
+    """Mean over a ``size`` x ``size`` window (reflect-padded), same shape as ``x``. avg_pool2d, not
+    :func:`_box_sum`: the noise estimate bins blocks by this brightness, and a rounding change moves
+    blocks across bin edges (1% in one CC15 estimate)."""
     r = size // 2
     return F.avg_pool2d(F.pad(x, (r, size - 1 - r, r, size - 1 - r), mode="reflect"), size, stride=1)
 
@@ -156,8 +158,8 @@ def nl_means(noisy: torch.Tensor, h: float) -> torch.Tensor:
     Colour images are filtered as CIELAB lightness and chroma (two passes at ``h``), converted from
     *sRGB*: ``cv2.fastNlMeansDenoisingColored`` converts as if the 8-bit values were linear light
     (``COLOR_LBGR2Lab``), which bends a photo's gamma-encoded values and noise a second time, so no
-    one ``h`` fits its shadows and highlights. Same cost; +0.11 dB on cc15_mild and +0.19 on CC15
-    in the recipe (benchmarks/real_noise/adaptive.md)."""
+    one ``h`` fits its shadows and highlights. Same cost; in the recipe +0.11 dB on cc15_mild, +0.19
+    on CC15, -0.02 on SIDD_samples (benchmarks/real_noise/adaptive.md)."""
     import cv2
     import numpy as np
 
