@@ -37,11 +37,12 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "scripts"))
 
-from real_noise_study import SETS, pairs, read_rgb  # noqa: E402
+from real_noise_study import MADE_SETS, SETS, pairs, read_rgb  # noqa: E402
 
 BLUR_SIGMAS = (0.5, 1.0, 1.5)
 NLM_HS = (3, 5, 10, 15)
-BM3D_SIGMAS = {"cc15": (3, 5, 8, 12), "sidd4": (10, 20, 30, 40), "cc15_mild": (3, 5, 8)}  # 0-255, around each set's noise (30 s a call)
+BM3D_SIGMAS = {"cc15": (3, 5, 8, 12), "sidd4": (10, 20, 30, 40), "cc15_mild": (3, 5, 8),
+               "cc15_mixed": (5, 8)}  # 0-255, around each set's noise (30 s a call)
 HOLE_SIZES = (0, 1, 3, 5, 7, 9, 11)
 
 
@@ -410,10 +411,10 @@ def main() -> int:
                                            f"torch {torch.__version__}, {torch.get_num_threads()} threads",
                                 "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())})
         for set_name in args.sets:
-            if set_name == "cc15_mild" and not os.path.isdir(SETS[set_name]):
+            if set_name in MADE_SETS and not os.path.isdir(SETS[set_name]):
                 from make_mild_noise_set import make
 
-                make(SETS["cc15"], SETS[set_name])
+                make(SETS["cc15"], SETS[set_name], MADE_SETS[set_name])
             entry = results["sets"].setdefault(set_name, {})
             for stage in args.stages:
                 if stage == "baselines":

@@ -31,9 +31,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 SETS = {"sidd4": "../shared/data/SIDD_samples", "cc15": "../shared/data/CC15",
-        "cc15_mild": "results/data/cc15_mild"}  # made by scripts/make_mild_noise_set.py
+        "cc15_mild": "results/data/cc15_mild",  # made by scripts/make_mild_noise_set.py
+        "cc15_mixed": "results/data/cc15_mixed"}
+MADE_SETS = {"cc15_mild": (0.75,), "cc15_mixed": (0.4, 0.6, 0.8, 1.0, 0.5)}  # CC15's noise scales, JPEG q95
 CROP_IMAGE = {"sidd4": ("sidd_1", 200, 150), "cc15": ("d800_iso6400_1", 180, 200),
-              "cc15_mild": ("d800_iso6400_1", 180, 200)}  # name, y, x of a 128 crop
+              "cc15_mild": ("d800_iso6400_1", 180, 200), "cc15_mixed": ("d800_iso6400_1", 180, 200)}  # name, y, x of a 128 crop
 
 # One entry per method: the train.py stages (options file, overrides) run in order, ``{prev}`` being
 # the previous stage's last checkpoint; the last stage is evaluated. A stage given as a method name
