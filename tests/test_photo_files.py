@@ -28,12 +28,23 @@ def _icc() -> bytes:
 
 def _exif(orientation=1, model="TestCam X100"):
     from PIL import Image
+    from PIL.TiffImagePlugin import IFDRational
 
-    exif = Image.Exif()
+    exif = Image.Exif()  # Pillow writes it big-endian: OpenCV's TIFFs here are little-endian
     exif[0x0110] = model  # Model
     exif[0x0132] = "2026:12:03 10:00:00"  # DateTime
     exif[0x0112] = orientation
+    exif.get_ifd(0x8769)[0x829A] = IFDRational(1, 250)  # Exif sub-IFD: ExposureTime
+    exif.get_ifd(0x8769)[0x8827] = 3200  # ISO
+    exif.get_ifd(0x8825)[2] = (IFDRational(52, 1), IFDRational(31, 1), IFDRational(7, 2))  # GPS latitude
     return exif
+
+
+def _assert_same_tags(im, model="TestCam X100"):
+    exif = im.getexif()
+    assert exif[0x0110] == model and exif[0x0132] == "2026:12:03 10:00:00"
+    assert exif.get_ifd(0x8769)[0x829A] == 0.004 and exif.get_ifd(0x8769)[0x8827] == 3200
+    assert exif.get_ifd(0x8825)[2] == (52.0, 31.0, 3.5)
 
 
 def _save(path, arr, **kw):
@@ -91,18 +102,34 @@ def test_written_files_keep_profile_exif_alpha_and_bit_depth(tmp_path):
         write_photo(path, rgb, 8, None, icc, exif, quality=95)
         im = Image.open(path)
         assert im.info.get("icc_profile") == icc, ext
-        assert im.getexif()[0x0110] == "TestCam X100", ext
+        _assert_same_tags(im)
     write_photo(str(tmp_path / "a.png"), rgb, 8, alpha, icc, exif)
     back = read_photo(str(tmp_path / "a.png"))
     assert np.array_equal(back.alpha, alpha) and back.icc_profile == icc
     deep = np.linspace(0, 1, 24 * 40 * 3, dtype=np.float32).reshape(24, 40, 3)
     for ext in ("png", "tif"):
-        write_photo(str(tmp_path / f"d.{ext}"), deep, 16, alpha)
-        back = read_photo(str(tmp_path / f"d.{ext}"))
-        assert back.depth == 16 and np.abs(back.pixels - deep).max() <= 0.5 / 65535 + 1e-7
-        assert np.array_equal(np.round(back.alpha * 255), np.round(alpha * 255))  # 8-bit alpha, exactly
+        for a in (alpha, None):
+            write_photo(str(tmp_path / f"d.{ext}"), deep, 16, a, icc, exif)
+            back = read_photo(str(tmp_path / f"d.{ext}"))
+            assert back.depth == 16 and np.abs(back.pixels - deep).max() <= 0.5 / 65535 + 1e-7
+            assert back.icc_profile == icc, ext
+            tags = Image.Exif()
+            tags.load(back.exif)
+            assert 0x0110 in tags and not {273, 279, 0x8773} & set(tags)  # a TIFF's strips are not the photo's tags
+            im = Image.open(str(tmp_path / f"d.{ext}"))
+            _assert_same_tags(im)
+            if a is not None:
+                assert np.array_equal(np.round(back.alpha * 255), np.round(alpha * 255))  # 8-bit alpha, exactly
+                if ext == "tif":
+                    assert im.tag_v2[338] in (2, (2,))  # ExtraSamples: unassociated alpha, as viewers read it
+            else:
+                assert back.alpha is None
+            im.load()  # Pillow decodes the file whole too
     with pytest.raises(DataError, match="JPEG has no alpha"):
         write_photo(str(tmp_path / "a.jpg"), rgb, 8, alpha)
+    for broken in (exif[:40], exif[:6] + b"MM\0*\0\0\0\x08\0\x09\x01\x10"):  # cut short: tags dropped, profile kept
+        write_photo(str(tmp_path / "b.tif"), deep, 16, None, icc, broken)
+        assert read_photo(str(tmp_path / "b.tif")).icc_profile == icc
 
 
 def test_an_interrupted_write_leaves_no_output_and_stale_temporaries_are_removed(tmp_path, monkeypatch):
@@ -167,7 +194,7 @@ def test_test_py_on_a_folder_of_camera_files(tmp_path, image_folder):
     _save(str(photos / "logo.png"), rgba)
     deep = (np.linspace(0, 65535, 40 * 56 * 3).reshape(40, 56, 3)).astype(np.uint16)
     cv2.imwrite(str(photos / "scan16.png"), deep[:, :, ::-1])
-    cv2.imwrite(str(photos / "scan16.tif"), deep[:, :, ::-1])
+    write_photo(str(photos / "scan16.tif"), deep, icc_profile=icc, exif=_exif(1, "Scanner 16").tobytes())
     whole = _save(str(tmp_path / "whole.jpg"), _pattern(256, 256), quality=95)
     (photos / "broken.jpg").write_bytes(open(whole, "rb").read()[:2048])
 
@@ -191,6 +218,9 @@ def test_test_py_on_a_folder_of_camera_files(tmp_path, image_folder):
     assert np.array_equal(np.round(logo.alpha[:, :, 0] * 255).astype(np.uint8), rgba[:, :, 3])
     for name in ("scan16.png", "scan16.tif"):
         assert read_photo(str(out / name)).depth == 16
+    scan = read_photo(str(out / "scan16.tif"))  # the 16-bit TIFF keeps its profile and tags
+    assert scan.icc_profile == icc
+    _assert_same_tags(Image.open(out / "scan16.tif"), "Scanner 16")
     sheet = read_photo(str(tmp_path / "sheet.png")).pixels
     assert sheet.shape[1] == 3 * (2 * 192 + 4) and sheet.shape[0] == 2 * (192 + 16)
 

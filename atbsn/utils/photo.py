@@ -4,7 +4,7 @@ Cameras and phones store the sensor's orientation and an EXIF tag that says how 
 apply it, OpenCV does not. They also embed a colour profile (Display-P3 on phones) and EXIF tags
 (camera, date, exposure). ``read_photo`` returns the pixels upright, the alpha channel apart (it
 is passed through, never denoised), the ICC profile and the EXIF block (orientation reset to 1);
-``write_photo`` writes them back into PNG, JPEG and 8-bit TIFF, atomically (a hidden temporary
+``write_photo`` writes them back into PNG, JPEG and TIFF (8 and 16 bits), atomically (a hidden temporary
 file, then a rename), so a killed run never leaves a half-written file under the final name.
 
 A truncated or corrupt file is an error naming the file: JPEG and WebP are decoded by Pillow,
@@ -28,6 +28,14 @@ from ..errors import DataError
 HEIF_EXTENSIONS = (".heic", ".heif")
 ORIENTATION_TAG = 0x0112
 PARTIAL_MARK = ".partial-"  # temporary files: ".<name>.partial-<pid><ext>" beside the output
+
+# TIFF: the value types (bytes per element, and per byte-swapped unit), the tags that describe the
+# stored pixels (the encoder's own, never taken from a photo's EXIF) and the sub-IFD pointers.
+_TIFF_TYPES = {1: (1, 1), 2: (1, 1), 3: (2, 2), 4: (4, 4), 5: (8, 4), 6: (1, 1), 7: (1, 1), 8: (2, 2),
+               9: (4, 4), 10: (8, 4), 11: (4, 4), 12: (8, 8), 13: (4, 4)}
+_TIFF_LAYOUT_TAGS = {254, 255, 256, 257, 258, 259, 262, 266, 273, 277, 278, 279, 280, 281, 284, 317, 322,
+                     323, 324, 325, 330, 338, 339, 340, 341, 347, 513, 514, 530, 531, 532}
+_EXIF_IFD, _GPS_IFD, _INTEROP_IFD, _ICC_TAG, _EXTRA_SAMPLES = 0x8769, 0x8825, 0xA005, 0x8773, 338
 
 # EXIF orientation -> how to turn the stored array (H x W x C) upright, as viewers do
 _UPRIGHT = {
@@ -99,6 +107,9 @@ def _exif_upright(im) -> tuple[int, Optional[bytes]]:
     orientation = int(exif.get(ORIENTATION_TAG, 1) or 1)
     if orientation not in _UPRIGHT:
         orientation = 1
+    if im.format == "TIFF":  # a TIFF's first IFD holds its own storage layout too: not the photo's tags
+        for tag in _TIFF_LAYOUT_TAGS | {_ICC_TAG}:
+            exif.pop(tag, None)
     if not len(exif):
         return orientation, None
     if ORIENTATION_TAG in exif:
@@ -216,27 +227,126 @@ def _png_with_metadata(png: bytes, icc: Optional[bytes], exif: Optional[bytes]) 
     return png[:ihdr_end] + extra + png[ihdr_end:]
 
 
+def _tiff_ifd(buf: bytes, offset: int, order: str, sub_ifds: tuple = ()) -> dict:
+    """{tag: (type, count, value bytes in ``order``)} of the IFD at ``offset``; the tags named in
+    ``sub_ifds`` map to their own IFD's dict instead. Entries of unknown types are dropped."""
+    entries = {}
+    if not 0 < offset <= len(buf) - 2:
+        return entries
+    (n,) = struct.unpack(order + "H", buf[offset:offset + 2])
+    for i in range(n):
+        at = offset + 2 + 12 * i
+        if at + 12 > len(buf):
+            break
+        tag, kind, count = struct.unpack(order + "HHI", buf[at:at + 8])
+        if kind not in _TIFF_TYPES:
+            continue
+        size = _TIFF_TYPES[kind][0] * count
+        if size <= 4:
+            value = buf[at + 8:at + 8 + size]
+        else:
+            (start,) = struct.unpack(order + "I", buf[at + 8:at + 12])
+            value = buf[start:start + size]
+            if len(value) != size:
+                continue  # points past the block: a damaged tag is dropped, the rest kept
+        if tag in sub_ifds:
+            entries[tag] = _tiff_ifd(buf, struct.unpack(order + "I", value[:4])[0], order,
+                                     (_INTEROP_IFD,) if tag == _EXIF_IFD else ())
+        else:
+            entries[tag] = (kind, count, value)
+    return entries
+
+
+def _swap_order(kind: int, value: bytes) -> bytes:
+    unit = _TIFF_TYPES[kind][1]
+    if unit == 1:
+        return value
+    return np.frombuffer(value, dtype=f"u{unit}").byteswap().tobytes()
+
+
+def _pack_ifd(entries: dict, start: int, order: str, next_ifd: int = 0) -> tuple[bytes, int]:
+    """(bytes, file offset of the IFD) for an IFD placed at file offset ``start`` (even), its long
+    values after it; a dict value is a sub-IFD, written first, and the IFD points to it."""
+    blob, ifds = b"", {}
+    for tag in sorted(t for t, v in entries.items() if isinstance(v, dict)):
+        if entries[tag]:
+            sub, ifds[tag] = _pack_ifd(entries[tag], start + len(blob), order)
+            blob += sub
+    tags = sorted(t for t, v in entries.items() if not isinstance(v, dict) or t in ifds)
+    here = start + len(blob)
+    data_at = here + 2 + 12 * len(tags) + 4
+    table, data = struct.pack(order + "H", len(tags)), b""
+    for tag in tags:
+        kind, count, value = (4, 1, struct.pack(order + "I", ifds[tag])) if tag in ifds else entries[tag]
+        if len(value) <= 4:
+            table += struct.pack(order + "HHI", tag, kind, count) + value.ljust(4, b"\0")
+        else:
+            table += struct.pack(order + "HHII", tag, kind, count, data_at + len(data))
+            data += value + b"\0" * (len(value) % 2)  # values start on a word boundary
+    return blob + table + struct.pack(order + "I", next_ifd) + data, here
+
+
+def _tiff_with_metadata(tiff: bytes, icc: Optional[bytes], exif: Optional[bytes], alpha: bool = False) -> bytes:
+    """Add the ICC profile and the EXIF tags (camera tags into the first IFD, the Exif and GPS
+    sub-IFDs as such) to a TIFF file OpenCV wrote: a new first IFD is appended and the header
+    pointed at it, the pixel strips stay where they are. OpenCV writes no metadata and Pillow
+    cannot write 16-bit RGB (nor, through libtiff, an EXIF block with its Exif sub-IFD, which every
+    camera writes), so a TIFF would otherwise lose its colour profile. With
+    ``alpha``, the last channel is declared unassociated alpha (ExtraSamples), which OpenCV omits."""
+    if not (icc or exif or alpha) or tiff[:4] not in (b"II*\0", b"MM\0*"):
+        return tiff  # BigTIFF (over 4 GB) is written as OpenCV made it
+    order = "<" if tiff[:2] == b"II" else ">"
+    (first,) = struct.unpack(order + "I", tiff[4:8])
+    entries = _tiff_ifd(tiff, first, order)
+    (n,) = struct.unpack(order + "H", tiff[first:first + 2])
+    (next_ifd,) = struct.unpack(order + "I", tiff[first + 2 + 12 * n:first + 6 + 12 * n])
+    if exif:
+        block = exif[6:] if exif.startswith(b"Exif\x00\x00") else exif
+        if block[:4] in (b"II*\0", b"MM\0*"):
+            src = "<" if block[:2] == b"II" else ">"
+            try:
+                tags = _tiff_ifd(block, struct.unpack(src + "I", block[4:8])[0], src, (_EXIF_IFD, _GPS_IFD))
+            except struct.error:  # a malformed EXIF block is dropped, as on reading; the pixels and profile stay
+                tags = {}
+
+            def convert(d: dict) -> dict:
+                return {t: convert(v) if isinstance(v, dict) else
+                        (v[0], v[1], v[2] if src == order else _swap_order(v[0], v[2])) for t, v in d.items()}
+
+            entries.update({t: v for t, v in convert(tags).items()
+                            if t not in _TIFF_LAYOUT_TAGS and t != _ICC_TAG})
+    if icc:
+        entries[_ICC_TAG] = (7, len(icc), icc)
+    if alpha:
+        entries[_EXTRA_SAMPLES] = (3, 1, struct.pack(order + "H", 2))
+    start = len(tiff) + len(tiff) % 2
+    out = tiff + b"\0" * (start - len(tiff))
+    ifd, at = _pack_ifd(entries, start, order, next_ifd)
+    return out[:4] + struct.pack(order + "I", at) + out[8:] + ifd
+
+
 def _encode(path: str, data: np.ndarray, icc: Optional[bytes], exif: Optional[bytes], quality: int) -> bytes:
     """Bytes of ``path``'s format for an integer H x W x C array (RGB or RGBA order)."""
     import cv2
 
     ext = os.path.splitext(path)[1].lower()
-    if ext in (".jpg", ".jpeg") or (ext in (".tif", ".tiff") and data.dtype == np.uint8):
+    if ext in (".jpg", ".jpeg"):
         Image = _pil()
         im = Image.fromarray(data[:, :, 0] if data.shape[2] == 1 else data)
         buf = io.BytesIO()
         kwargs = {k: v for k, v in (("icc_profile", icc), ("exif", exif)) if v}
-        if ext in (".jpg", ".jpeg"):
-            im.save(buf, "JPEG", quality=int(quality), subsampling=0 if quality >= 90 else -1, **kwargs)
-        else:
-            im.save(buf, "TIFF", compression="tiff_deflate", **kwargs)
+        im.save(buf, "JPEG", quality=int(quality), subsampling=0 if quality >= 90 else -1, **kwargs)
         return buf.getvalue()
     bgr = data[:, :, ::-1] if data.shape[2] == 3 else data[:, :, [2, 1, 0, 3]] if data.shape[2] == 4 else data
     ok, buf = cv2.imencode(ext, np.ascontiguousarray(bgr))
     if not ok:
         raise DataError(f"could not encode image '{path}' (unsupported extension '{ext}')")
     out = buf.tobytes()
-    return _png_with_metadata(out, icc, exif) if ext == ".png" else out
+    if ext == ".png":
+        return _png_with_metadata(out, icc, exif)
+    if ext in (".tif", ".tiff"):
+        return _tiff_with_metadata(out, icc, exif, alpha=data.shape[2] == 4)
+    return out
 
 
 def write_atomic(path: str, data: bytes) -> None:
@@ -269,8 +379,8 @@ def write_photo(path: str, pixels: np.ndarray, bit_depth: int = 8, alpha: Option
                 icc_profile: Optional[bytes] = None, exif: Optional[bytes] = None, quality: int = 95) -> None:
     """Write float [0, 1] (or already quantised) H x W x C pixels with their alpha and metadata.
 
-    JPEG is 8-bit without alpha (an alpha channel is an error: choose png or tif); 16-bit TIFF is
-    written by OpenCV, without the profile and EXIF (Pillow cannot write 16-bit RGB TIFF)."""
+    JPEG is 8-bit without alpha (an alpha channel is an error: choose png or tif); TIFF is encoded
+    by OpenCV and its profile and EXIF added here (:func:`_tiff_with_metadata`)."""
     from .image import quantize
 
     ext = os.path.splitext(path)[1].lower()
