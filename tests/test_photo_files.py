@@ -72,6 +72,28 @@ def test_every_exif_orientation_is_applied_as_pillow_shows_it(tmp_path, fmt):
         assert exif[0x0112] == 1 and exif[0x0110] == "TestCam X100"
 
 
+XMP = (b'<?xpacket begin="" id="W5M0MpCehiHzreSzNTczkc9d"?><x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF '
+       b'xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#"><rdf:Description xmlns:tiff="http://ns.adobe.com/tiff/1.0/" '
+       b'xmlns:xmp="http://ns.adobe.com/xap/1.0/" tiff:Orientation="6" xmp:Rating="4"/></rdf:RDF></x:xmpmeta>'
+       b'<?xpacket end="w"?>')
+
+
+@pytest.mark.parametrize("ext", ["jpg", "png", "tif"])
+def test_xmp_is_carried_with_its_orientation_reset(tmp_path, ext):
+    """A phone JPEG rotated by EXIF and XMP (Lightroom writes both): the output is upright, so both
+    say 1, and the rest of the XMP (the rating) is kept, in every output format."""
+    from PIL import Image
+
+    src = _save(str(tmp_path / "phone.jpg"), _pattern(), quality=95, exif=_exif(6), xmp=XMP)
+    photo = read_photo(src)
+    assert photo.pixels.shape[:2] == (40, 24) and b'tiff:Orientation="1"' in photo.xmp
+    out = str(tmp_path / f"out.{ext}")
+    write_photo(out, photo.pixels, 8, None, photo.icc_profile, photo.exif, 95, photo.xmp)
+    im = Image.open(out)
+    assert im.info["xmp"] == photo.xmp and b'xmp:Rating="4"' in im.info["xmp"]
+    assert im.getexif()[0x0112] == 1 and im.size == (24, 40)
+
+
 def test_truncated_and_corrupt_files_are_errors_naming_the_file(tmp_path):
     photo = _save(str(tmp_path / "full.jpg"), _pattern(256, 256), quality=95)
     data = open(photo, "rb").read()

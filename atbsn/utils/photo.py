@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import struct
 import warnings
 import zlib
@@ -35,7 +36,9 @@ _TIFF_TYPES = {1: (1, 1), 2: (1, 1), 3: (2, 2), 4: (4, 4), 5: (8, 4), 6: (1, 1),
                9: (4, 4), 10: (8, 4), 11: (4, 4), 12: (8, 8), 13: (4, 4)}
 _TIFF_LAYOUT_TAGS = {254, 255, 256, 257, 258, 259, 262, 266, 273, 277, 278, 279, 280, 281, 284, 317, 322,
                      323, 324, 325, 330, 338, 339, 340, 341, 347, 513, 514, 530, 531, 532}
-_EXIF_IFD, _GPS_IFD, _INTEROP_IFD, _ICC_TAG, _EXTRA_SAMPLES = 0x8769, 0x8825, 0xA005, 0x8773, 338
+_EXIF_IFD, _GPS_IFD, _INTEROP_IFD, _ICC_TAG, _EXTRA_SAMPLES, _XMP_TAG = 0x8769, 0x8825, 0xA005, 0x8773, 338, 700
+# XMP's copy of the orientation (Lightroom, phones), reset with EXIF's: the pixels are stored upright
+_XMP_ORIENTATION = re.compile(rb'(tiff:Orientation=["\']|<tiff:Orientation>)\s*[2-8]')
 
 # EXIF orientation -> how to turn the stored array (H x W x C) upright, as viewers do
 _UPRIGHT = {
@@ -62,6 +65,7 @@ class Photo:
     exif: Optional[bytes] = None  # "Exif\0\0" + TIFF block, orientation 1
     format: str = ""  # Pillow's name: JPEG, PNG, TIFF, HEIF, ...
     orientation: int = 1  # as stored (already applied to pixels and alpha)
+    xmp: Optional[bytes] = None  # the XMP packet (ratings, keywords, edits), orientation 1
 
 
 def _pil():
@@ -108,7 +112,7 @@ def _exif_upright(im) -> tuple[int, Optional[bytes]]:
     if orientation not in _UPRIGHT:
         orientation = 1
     if im.format == "TIFF":  # a TIFF's first IFD holds its own storage layout too: not the photo's tags
-        for tag in _TIFF_LAYOUT_TAGS | {_ICC_TAG}:
+        for tag in _TIFF_LAYOUT_TAGS | {_ICC_TAG, _XMP_TAG}:
             exif.pop(tag, None)
     if not len(exif):
         return orientation, None
@@ -181,10 +185,12 @@ def read_photo(path: str) -> Photo:
         im = None
     if im is None and ext in HEIF_EXTENSIONS + (".jpg", ".jpeg", ".png", ".webp"):
         raise DataError(f"cannot read image '{path}': the file is corrupt or not a {ext[1:].upper()} image")
-    orientation, exif, icc, fmt = 1, None, None, ""
+    orientation, exif, icc, xmp, fmt = 1, None, None, None, ""
     if im is not None:
         fmt = im.format or ""
         icc = im.info.get("icc_profile") or None
+        xmp = im.info.get("xmp") or None
+        xmp = _XMP_ORIENTATION.sub(rb"\g<1>1", xmp) if isinstance(xmp, bytes) else None
         orientation, exif = _exif_upright(im)
     if fmt in ("JPEG", "MPO", "WEBP", "HEIF", "GIF", "BMP", "PPM"):
         arr, depth = _from_pil(im, path)
@@ -208,7 +214,7 @@ def read_photo(path: str) -> Photo:
     alpha = None
     if arr.shape[2] in (2, 4):
         alpha = np.ascontiguousarray(arr[:, :, -1:], dtype=np.float32) / np.float32(scale)
-    return Photo(pixels, depth, alpha, icc, exif, fmt, orientation)
+    return Photo(pixels, depth, alpha, icc, exif, fmt, orientation, xmp)
 
 
 # --------------------------------------------------------------------------- writing
@@ -216,13 +222,15 @@ def _png_chunk(kind: bytes, payload: bytes) -> bytes:
     return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
 
 
-def _png_with_metadata(png: bytes, icc: Optional[bytes], exif: Optional[bytes]) -> bytes:
-    """Insert iCCP and eXIf chunks right after IHDR (both must precede the image data)."""
+def _png_with_metadata(png: bytes, icc: Optional[bytes], exif: Optional[bytes], xmp: Optional[bytes] = None) -> bytes:
+    """Insert iCCP, eXIf and XMP (iTXt) chunks right after IHDR (before the image data)."""
     extra = b""
     if icc:
         extra += _png_chunk(b"iCCP", b"ICC profile\x00\x00" + zlib.compress(icc))
     if exif:
         extra += _png_chunk(b"eXIf", exif[6:] if exif.startswith(b"Exif\x00\x00") else exif)
+    if xmp:
+        extra += _png_chunk(b"iTXt", b"XML:com.adobe.xmp\x00\x00\x00\x00\x00" + xmp)
     ihdr_end = 8 + 12 + struct.unpack(">I", png[8:12])[0]
     return png[:ihdr_end] + extra + png[ihdr_end:]
 
@@ -286,14 +294,15 @@ def _pack_ifd(entries: dict, start: int, order: str, next_ifd: int = 0) -> tuple
     return blob + table + struct.pack(order + "I", next_ifd) + data, here
 
 
-def _tiff_with_metadata(tiff: bytes, icc: Optional[bytes], exif: Optional[bytes], alpha: bool = False) -> bytes:
+def _tiff_with_metadata(tiff: bytes, icc: Optional[bytes], exif: Optional[bytes], alpha: bool = False,
+                        xmp: Optional[bytes] = None) -> bytes:
     """Add the ICC profile and the EXIF tags (camera tags into the first IFD, the Exif and GPS
     sub-IFDs as such) to a TIFF file OpenCV wrote: a new first IFD is appended and the header
     pointed at it, the pixel strips stay where they are. OpenCV writes no metadata and Pillow
     cannot write 16-bit RGB (nor, through libtiff, an EXIF block with its Exif sub-IFD, which every
     camera writes), so a TIFF would otherwise lose its colour profile. With
     ``alpha``, the last channel is declared unassociated alpha (ExtraSamples), which OpenCV omits."""
-    if not (icc or exif or alpha) or tiff[:4] not in (b"II*\0", b"MM\0*"):
+    if not (icc or exif or alpha or xmp) or tiff[:4] not in (b"II*\0", b"MM\0*"):
         return tiff  # BigTIFF (over 4 GB) is written as OpenCV made it
     order = "<" if tiff[:2] == b"II" else ">"
     (first,) = struct.unpack(order + "I", tiff[4:8])
@@ -317,6 +326,8 @@ def _tiff_with_metadata(tiff: bytes, icc: Optional[bytes], exif: Optional[bytes]
                             if t not in _TIFF_LAYOUT_TAGS and t != _ICC_TAG})
     if icc:
         entries[_ICC_TAG] = (7, len(icc), icc)
+    if xmp:
+        entries[_XMP_TAG] = (1, len(xmp), xmp)
     if alpha:
         entries[_EXTRA_SAMPLES] = (3, 1, struct.pack(order + "H", 2))
     start = len(tiff) + len(tiff) % 2
@@ -325,7 +336,8 @@ def _tiff_with_metadata(tiff: bytes, icc: Optional[bytes], exif: Optional[bytes]
     return out[:4] + struct.pack(order + "I", at) + out[8:] + ifd
 
 
-def _encode(path: str, data: np.ndarray, icc: Optional[bytes], exif: Optional[bytes], quality: int) -> bytes:
+def _encode(path: str, data: np.ndarray, icc: Optional[bytes], exif: Optional[bytes], quality: int,
+            xmp: Optional[bytes] = None) -> bytes:
     """Bytes of ``path``'s format for an integer H x W x C array (RGB or RGBA order)."""
     import cv2
 
@@ -334,7 +346,8 @@ def _encode(path: str, data: np.ndarray, icc: Optional[bytes], exif: Optional[by
         Image = _pil()
         im = Image.fromarray(data[:, :, 0] if data.shape[2] == 1 else data)
         buf = io.BytesIO()
-        kwargs = {k: v for k, v in (("icc_profile", icc), ("exif", exif)) if v}
+        xmp = xmp if xmp and len(xmp) <= 65000 else None  # one APP1 segment; extended XMP is not carried
+        kwargs = {k: v for k, v in (("icc_profile", icc), ("exif", exif), ("xmp", xmp)) if v}
         im.save(buf, "JPEG", quality=int(quality), subsampling=0 if quality >= 90 else -1, **kwargs)
         return buf.getvalue()
     bgr = data[:, :, ::-1] if data.shape[2] == 3 else data[:, :, [2, 1, 0, 3]] if data.shape[2] == 4 else data
@@ -343,9 +356,9 @@ def _encode(path: str, data: np.ndarray, icc: Optional[bytes], exif: Optional[by
         raise DataError(f"could not encode image '{path}' (unsupported extension '{ext}')")
     out = buf.tobytes()
     if ext == ".png":
-        return _png_with_metadata(out, icc, exif)
+        return _png_with_metadata(out, icc, exif, xmp)
     if ext in (".tif", ".tiff"):
-        return _tiff_with_metadata(out, icc, exif, alpha=data.shape[2] == 4)
+        return _tiff_with_metadata(out, icc, exif, alpha=data.shape[2] == 4, xmp=xmp)
     return out
 
 
@@ -376,7 +389,8 @@ def remove_partials(folder: str) -> int:
 
 
 def write_photo(path: str, pixels: np.ndarray, bit_depth: int = 8, alpha: Optional[np.ndarray] = None,
-                icc_profile: Optional[bytes] = None, exif: Optional[bytes] = None, quality: int = 95) -> None:
+                icc_profile: Optional[bytes] = None, exif: Optional[bytes] = None, quality: int = 95,
+                xmp: Optional[bytes] = None) -> None:
     """Write float [0, 1] (or already quantised) H x W x C pixels with their alpha and metadata.
 
     JPEG is 8-bit without alpha (an alpha channel is an error: choose png or tif); TIFF is encoded
@@ -396,4 +410,4 @@ def write_photo(path: str, pixels: np.ndarray, bit_depth: int = 8, alpha: Option
         if data.shape[2] == 1:  # gray + alpha: written as RGBA (OpenCV has no 2-channel PNG)
             data = np.repeat(data, 3, 2)
         data = np.concatenate([data, a.reshape(*data.shape[:2], 1)], 2)
-    write_atomic(path, _encode(path, np.ascontiguousarray(data), icc_profile, exif, quality))
+    write_atomic(path, _encode(path, np.ascontiguousarray(data), icc_profile, exif, quality, xmp))
