@@ -7,7 +7,7 @@ score about 36 dB). Scaling the real noise keeps what synthetic Gaussian noise l
 correlation (demosaicing, in-camera processing) and its dependence on brightness, and sets the
 level; the JPEG round trip adds the quantisation of the DCT blocks. ``s = 0.75`` gives about 35.9 dB.
 Several scales are cycled over the images (sorted by name), like a folder shot at several ISOs:
-``0.4 0.6 0.8 1.0 0.5`` gives 30-43 dB, mean 37.7 (``cc15_mixed``), its faint images the hardest
+``0.4 0.6 0.8 1.0 0.5`` gives 30.4-42.4 dB, mean 37.1 (``cc15_mixed``), its faint images the hardest
 case for "never worse than the input".
 
     python scripts/make_mild_noise_set.py --out results/data/cc15_mild     # noisy/ and clean/ PNGs
