@@ -290,3 +290,29 @@ def test_cpu_speed_photo_section_reports_ratios_end_to_end_runs_and_stages(tmp_p
     assert result["profile"] and result["profile"][0]["op"].startswith("aten::")
     assert a["amp"] in ("fp32", "bf16")  # the test options' train.amp: auto, as this CPU resolves it
     assert f"| ATBSNStudentA | {a['amp']} | 31,185 | 1024 |" in out and "| adaptive |" in out
+
+
+def test_mild_noise_sets_scale_the_real_noise_per_image_as_listed(tmp_path):
+    """make_mild_noise_set.py: clean + s (noisy - clean), s cycled over the sorted names (a folder shot
+    at several ISOs), saved through JPEG; scales.csv says which image got which factor."""
+    import cv2
+    import numpy as np
+
+    rng = np.random.RandomState(0)
+    src = tmp_path / "src"
+    for sub in ("noisy", "clean"):
+        (src / sub).mkdir(parents=True)
+    clean = cv2.GaussianBlur(rng.randint(0, 256, (64, 64, 3)).astype(np.float32), (0, 0), 3) * 2 - 128
+    clean = np.clip(clean + 128, 40, 215)
+    for name in ("a.png", "b.png", "c.png"):
+        cv2.imwrite(str(src / "clean" / name), np.round(clean).astype(np.uint8))
+        cv2.imwrite(str(src / "noisy" / name), np.round(clean + rng.normal(0, 12, clean.shape)).astype(np.uint8))
+    code, out, err = run_cli("scripts/make_mild_noise_set.py", "--source", str(src), "--out", str(tmp_path / "mix"),
+                             "--scale", "0.25", "1.0", "--quality", "100")
+    assert code == 0, err
+    assert "3 pairs" in out and "noise x 0.25 1.0" in out
+    assert (tmp_path / "mix" / "scales.csv").read_text().split() == ["name,scale", "a.png,0.25", "b.png,1.0", "c.png,0.25"]
+    for name, scale in (("a.png", 0.25), ("b.png", 1.0)):
+        got = cv2.imread(str(tmp_path / "mix" / "noisy" / name)).astype(float) - cv2.imread(str(src / "clean" / name))
+        want = cv2.imread(str(src / "noisy" / name)).astype(float) - cv2.imread(str(src / "clean" / name))
+        assert 0.7 * scale * np.std(want) < np.std(got) < 1.05 * scale * np.std(want)  # JPEG's 4:2:0 takes some
