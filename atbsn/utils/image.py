@@ -19,13 +19,6 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", "
 RoundingMode = Literal["half_up", "half_even", "truncate"]
 
 
-def _cv2():
-    import cv2  # imported on use: keeps ``import atbsn`` light
-
-    cv2.setNumThreads(1)
-    return cv2
-
-
 def is_image_file(path: str) -> bool:
     return path.lower().endswith(IMAGE_EXTENSIONS)
 
