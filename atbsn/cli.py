@@ -213,7 +213,7 @@ def _test(argv: List[str]) -> int:
                 pred = convert_channels(pred, stored)
             bits = output_bits(test_opt["bit_depth"], photo.depth, out)
             write_photo(out, pred, bits, photo.alpha, photo.icc_profile, photo.exif, test_opt["jpeg_quality"],
-                        photo.xmp)
+                        photo.xmp, photo.png_chunks)
             if sheet is not None:
                 sheet.add(os.path.basename(path), photo.pixels, pred)
         except DataError as err:

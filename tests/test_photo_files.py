@@ -94,6 +94,33 @@ def test_xmp_is_carried_with_its_orientation_reset(tmp_path, ext):
     assert im.getexif()[0x0112] == 1 and im.size == (24, 40)
 
 
+def test_png_gamma_primaries_and_density_are_carried_into_png_outputs(tmp_path):
+    """A PNG that states its gamma and primaries (no ICC profile) is rendered by them; without them a
+    viewer assumes sRGB. They, and the pixel density, are copied into a PNG output unchanged."""
+    import struct
+
+    from PIL import Image
+
+    from atbsn.utils.photo import _png_chunk
+
+    _save(str(tmp_path / "plain.png"), _pattern())
+    data = (tmp_path / "plain.png").read_bytes()
+    chunks = (_png_chunk(b"gAMA", struct.pack(">I", 55556))  # gamma 1/1.8, an old Mac's
+              + _png_chunk(b"cHRM", struct.pack(">8I", 31270, 32900, 64000, 33000, 21000, 71000, 15000, 6000))
+              + _png_chunk(b"pHYs", struct.pack(">IIB", 11811, 11811, 1)))  # 300 dpi
+    ihdr_end = 8 + 12 + struct.unpack(">I", data[8:12])[0]
+    (tmp_path / "mac.png").write_bytes(data[:ihdr_end] + chunks + data[ihdr_end:])
+    photo = read_photo(str(tmp_path / "mac.png"))
+    assert photo.png_chunks == chunks
+    write_photo(str(tmp_path / "out.png"), photo.pixels, 8, None, photo.icc_profile, photo.exif, 95, photo.xmp,
+                photo.png_chunks)
+    out = Image.open(tmp_path / "out.png")
+    assert out.info["gamma"] == pytest.approx(0.55556) and out.info["dpi"] == pytest.approx((300, 300), abs=0.01)
+    assert out.info["chromaticity"] == pytest.approx((0.3127, 0.329, 0.64, 0.33, 0.21, 0.71, 0.15, 0.06))
+    out.load()
+    assert np.array_equal(np.asarray(out), _pattern())
+
+
 def test_truncated_and_corrupt_files_are_errors_naming_the_file(tmp_path):
     photo = _save(str(tmp_path / "full.jpg"), _pattern(256, 256), quality=95)
     data = open(photo, "rb").read()

@@ -1,11 +1,12 @@
 """Photo files as a viewer shows them: decoded upright, checked whole, written back with what they carry.
 
 Cameras and phones store the sensor's orientation and an EXIF tag that says how to turn it; viewers
-apply it, OpenCV does not. They also embed a colour profile (Display-P3 on phones) and EXIF tags
-(camera, date, exposure). ``read_photo`` returns the pixels upright, the alpha channel apart (it
-is passed through, never denoised), the ICC profile and the EXIF block (orientation reset to 1);
-``write_photo`` writes them back into PNG, JPEG and TIFF (8 and 16 bits), atomically (a hidden temporary
-file, then a rename), so a killed run never leaves a half-written file under the final name.
+apply it, OpenCV does not. They also embed a colour profile (Display-P3 on phones), EXIF tags
+(camera, date, exposure) and an XMP packet. ``read_photo`` returns the pixels upright, the alpha
+channel apart (it is passed through, never denoised), the ICC profile, the EXIF block and the XMP
+(orientation reset to 1 in both); ``write_photo`` writes them back into PNG, JPEG and TIFF (8 and
+16 bits), atomically (a hidden temporary file, then a rename), so a killed run never leaves a
+half-written file under the final name.
 
 A truncated or corrupt file is an error naming the file: JPEG and WebP are decoded by Pillow,
 which refuses short data (OpenCV fills the missing part with grey), PNG chunks are checked end
@@ -66,6 +67,7 @@ class Photo:
     format: str = ""  # Pillow's name: JPEG, PNG, TIFF, HEIF, ...
     orientation: int = 1  # as stored (already applied to pixels and alpha)
     xmp: Optional[bytes] = None  # the XMP packet (ratings, keywords, edits), orientation 1
+    png_chunks: Optional[bytes] = None  # a PNG input's gAMA/cHRM/sRGB/cICP/pHYs chunks, raw
 
 
 def _pil():
@@ -100,6 +102,24 @@ def _png_is_whole(data: bytes) -> Optional[str]:
             return None
         pos = end
     return f"truncated: no IEND chunk ({len(data)} bytes)"
+
+
+# PNG colour chunks besides iCCP (gamma, primaries, sRGB intent, HDR's cICP) and pixel density:
+# a viewer renders a PNG without them as sRGB, so they travel into PNG outputs as they were.
+_PNG_COLOUR_CHUNKS = (b"gAMA", b"cHRM", b"sRGB", b"cICP", b"mDCV", b"cLLI", b"pHYs")
+
+
+def _png_colour_chunks(data: bytes) -> Optional[bytes]:
+    """The raw colour and density chunks of a whole PNG file (checked by :func:`_png_is_whole`)."""
+    pos, out = 8, b""
+    while pos + 8 <= len(data):
+        length, kind = struct.unpack(">I4s", data[pos:pos + 8])
+        if kind in (b"IDAT", b"IEND"):
+            break
+        if kind in _PNG_COLOUR_CHUNKS:
+            out += data[pos:pos + 12 + length]
+        pos += 12 + length
+    return out or None
 
 
 def _exif_upright(im) -> tuple[int, Optional[bytes]]:
@@ -185,7 +205,7 @@ def read_photo(path: str) -> Photo:
         im = None
     if im is None and ext in HEIF_EXTENSIONS + (".jpg", ".jpeg", ".png", ".webp"):
         raise DataError(f"cannot read image '{path}': the file is corrupt or not a {ext[1:].upper()} image")
-    orientation, exif, icc, xmp, fmt = 1, None, None, None, ""
+    orientation, exif, icc, xmp, fmt, png_chunks = 1, None, None, None, "", None
     if im is not None:
         fmt = im.format or ""
         icc = im.info.get("icc_profile") or None
@@ -202,6 +222,7 @@ def read_photo(path: str) -> Photo:
             problem = _png_is_whole(data)
             if problem:
                 raise DataError(f"cannot read image '{path}': the PNG file is {problem}")
+            png_chunks = _png_colour_chunks(data)
         arr, depth = _from_cv2(path, data)
     if im is not None:
         im.close()
@@ -214,7 +235,7 @@ def read_photo(path: str) -> Photo:
     alpha = None
     if arr.shape[2] in (2, 4):
         alpha = np.ascontiguousarray(arr[:, :, -1:], dtype=np.float32) / np.float32(scale)
-    return Photo(pixels, depth, alpha, icc, exif, fmt, orientation, xmp)
+    return Photo(pixels, depth, alpha, icc, exif, fmt, orientation, xmp, png_chunks)
 
 
 # --------------------------------------------------------------------------- writing
@@ -222,9 +243,10 @@ def _png_chunk(kind: bytes, payload: bytes) -> bytes:
     return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
 
 
-def _png_with_metadata(png: bytes, icc: Optional[bytes], exif: Optional[bytes], xmp: Optional[bytes] = None) -> bytes:
-    """Insert iCCP, eXIf and XMP (iTXt) chunks right after IHDR (before the image data)."""
-    extra = b""
+def _png_with_metadata(png: bytes, icc: Optional[bytes], exif: Optional[bytes], xmp: Optional[bytes] = None,
+                       chunks: Optional[bytes] = None) -> bytes:
+    """Insert iCCP, eXIf, XMP (iTXt) and the raw ``chunks`` right after IHDR (before the image data)."""
+    extra = chunks or b""
     if icc:
         extra += _png_chunk(b"iCCP", b"ICC profile\x00\x00" + zlib.compress(icc))
     if exif:
@@ -337,7 +359,7 @@ def _tiff_with_metadata(tiff: bytes, icc: Optional[bytes], exif: Optional[bytes]
 
 
 def _encode(path: str, data: np.ndarray, icc: Optional[bytes], exif: Optional[bytes], quality: int,
-            xmp: Optional[bytes] = None) -> bytes:
+            xmp: Optional[bytes] = None, png_chunks: Optional[bytes] = None) -> bytes:
     """Bytes of ``path``'s format for an integer H x W x C array (RGB or RGBA order)."""
     import cv2
 
@@ -356,7 +378,7 @@ def _encode(path: str, data: np.ndarray, icc: Optional[bytes], exif: Optional[by
         raise DataError(f"could not encode image '{path}' (unsupported extension '{ext}')")
     out = buf.tobytes()
     if ext == ".png":
-        return _png_with_metadata(out, icc, exif, xmp)
+        return _png_with_metadata(out, icc, exif, xmp, png_chunks)
     if ext in (".tif", ".tiff"):
         return _tiff_with_metadata(out, icc, exif, alpha=data.shape[2] == 4, xmp=xmp)
     return out
@@ -390,7 +412,7 @@ def remove_partials(folder: str) -> int:
 
 def write_photo(path: str, pixels: np.ndarray, bit_depth: int = 8, alpha: Optional[np.ndarray] = None,
                 icc_profile: Optional[bytes] = None, exif: Optional[bytes] = None, quality: int = 95,
-                xmp: Optional[bytes] = None) -> None:
+                xmp: Optional[bytes] = None, png_chunks: Optional[bytes] = None) -> None:
     """Write float [0, 1] (or already quantised) H x W x C pixels with their alpha and metadata.
 
     JPEG is 8-bit without alpha (an alpha channel is an error: choose png or tif); TIFF is encoded
@@ -410,4 +432,4 @@ def write_photo(path: str, pixels: np.ndarray, bit_depth: int = 8, alpha: Option
         if data.shape[2] == 1:  # gray + alpha: written as RGBA (OpenCV has no 2-channel PNG)
             data = np.repeat(data, 3, 2)
         data = np.concatenate([data, a.reshape(*data.shape[:2], 1)], 2)
-    write_atomic(path, _encode(path, np.ascontiguousarray(data), icc_profile, exif, quality, xmp))
+    write_atomic(path, _encode(path, np.ascontiguousarray(data), icc_profile, exif, quality, xmp, png_chunks))
