@@ -105,6 +105,27 @@ def test_heavy_noise_keeps_the_full_change_and_mild_noise_is_averaged_with_nl_me
     assert _mse(mixed, clean) < _mse(mild, clean)
 
 
+def test_clipped_highlights_neither_zero_the_noise_estimate_nor_turn_black():
+    """A photo whose sky is clipped to white (Kodak's kodim20: 12% of it) has exactly flat blocks.
+    Counted in the noise quantiles they took its estimate to 0, and the Wiener step divided 0 by 0
+    there: the sky came out black (9.2 dB). Flat blocks are left out of the estimate, the clipped
+    region stays white, and an image with no measurable noise at all is kept as it is."""
+    clean = _textured()
+    g = torch.Generator().manual_seed(5)
+    noisy = (clean + torch.randn(clean.shape, generator=g) * 3 / 255).clamp(0, 1)
+    noisy[..., :96, :] = 1.0  # the top half clipped: 50% of the blocks exactly flat
+    est = noise_variance(noisy[..., 96:, :]).mean().sqrt().item() * 255
+    est_clipped = noise_variance(noisy)[..., 96:, :].mean().sqrt().item() * 255
+    assert 2.4 < est < 3.5 and abs(est_clipped - est) < 0.5, (est, est_clipped)
+    out, (report,) = adaptive_blend(noisy, clean.clone(), classical_mix=0.75, wiener_refine=2.0)
+    assert torch.isfinite(out).all() and report.noise_sigma > 1.0
+    assert (out[..., :90, :] - 1.0).abs().max() < 1.5 / 255  # the clipped sky stays white
+    assert _mse(out[..., 96:, :], clean[..., 96:, :]) < _mse(noisy[..., 96:, :], clean[..., 96:, :])
+    flat = torch.full((1, 3, 64, 64), 0.5)
+    out, (report,) = adaptive_blend(flat, flat + 0.1, classical_mix=0.75, wiener_refine=2.0)
+    assert report.noise_sigma == 0 and report.kept_input and torch.equal(out, flat)
+
+
 def test_test_py_writes_the_strength_csv_and_a_summary(tmp_path, image_folder):
     opt = student_a_options(tmp_path, image_folder, "strength")
     opt["val"]["strength"] = {"mode": "adaptive"}
