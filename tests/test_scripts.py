@@ -9,6 +9,7 @@ import pytest
 from conftest import DATA, REFERENCE, ROOT, needs, run_cli
 
 
+@pytest.mark.slow  # 22 s; .ci/run also runs the script on the reference itself
 @needs(REFERENCE)
 def test_verify_reference_passes_and_fails_on_a_corrupted_copy(tmp_path):
     code, out, err = run_cli("scripts/verify_reference.py", REFERENCE)
@@ -24,6 +25,7 @@ def test_verify_reference_passes_and_fails_on_a_corrupted_copy(tmp_path):
     assert code == 1 and "ERROR n2n_metrics_vectors.pt" in out
 
 
+@pytest.mark.slow  # 41 s: two multi-million-parameter networks built and stepped
 def test_benchmark_cbsn_and_dbsn_rows_and_method_steps(tmp_path):
     code, out, err = run_cli("scripts/benchmark.py", "--archs", "CBSN", "DBSN", "DBSNSigmaMu", "--size", "32",
                              "--train-size", "16", "--train-batch", "1", "--runs", "1", "--warmup", "0",
