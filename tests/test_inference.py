@@ -113,7 +113,7 @@ def test_cpu_bf16_without_native_support_runs_in_fp32_with_one_line(monkeypatch,
     ("N2NUNet", {"n_feature": 8}, (420, 390)),
     ("ATBSN", {"mid_channels": 8}, (700, 650)),
     ("ATBSNStudentA", {}, (150, 130)),
-    ("ATBSNStudentB", {}, (220, 200)),
+    ("ATBSNStudentB", {}, (160, 150)),  # 29x the work in 80-px tiles: every seam is still crossed
     ("ATBSNStudentC", {"mid_channels": 8}, (420, 390)),
     ("CBSN", {"width": 8, "num_modules": 2}, (100, 90)),
     ("MWCNN", {"widths": [8, 8, 8], "layers": 1}, (160, 140)),
