@@ -259,6 +259,7 @@ def test_benchmark_official_side_by_side_mode(tmp_path):
     assert code != 0 and "is no known official checkout" in err and "arch_unet.py (TaoHuang2018/Neighbor2Neighbor)" in err
 
 
+@pytest.mark.slow  # 19 s: a benchmark script end to end
 def test_cpu_speed_reports_throughput_and_the_allocator_gain(tmp_path):
     """scripts/cpu_speed.py: the teacher's GFLOP/s against a conv of its dominant shape, and each
     training step with glibc's default allocator and with train.py's keep_freed_memory."""
@@ -274,6 +275,7 @@ def test_cpu_speed_reports_throughput_and_the_allocator_gain(tmp_path):
     assert "| AT-BSN teacher, noisy-folder recipe (width 24, k = 9) | 8x64² |" in out
 
 
+@pytest.mark.slow  # 18 s: a benchmark script end to end
 def test_cpu_speed_photo_section_reports_ratios_end_to_end_runs_and_stages(tmp_path):
     """scripts/cpu_speed.py --sections photo (on a small photo here): each network's GFLOP/s
     against the 48->48 conv, test.py end to end with both strength modes, and the stage shares."""
