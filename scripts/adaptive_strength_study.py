@@ -367,7 +367,7 @@ def draw_scatter(results: dict, out: str) -> None:
         if not base or not rec:
             continue
         noisy = base["noisy"]
-        marker = {"cc15": "o", "sidd4": "s"}.get(set_name, "^")
+        marker = {"cc15": "o", "sidd4": "s", "cc15_mixed": "D"}.get(set_name, "^")
         series = {"recipe": {n: v["recipe"] for n, v in rec["per_image"].items()}}
         for kind in ("nlm", "blur"):
             key = best_fixed(base, kind)
