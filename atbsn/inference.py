@@ -18,6 +18,7 @@ from .errors import CheckpointError, OptionsError
 from .models import DenoisingModel
 from .models.setup import resolve_device, setup_model
 from .weights import load_file
+from .utils.allocator import freed_memory_reused
 
 
 def tile_starts(length: int, tile: int, overlap: int, align: int = 1) -> List[int]:
@@ -259,15 +260,16 @@ def denoise_full_strength(model: DenoisingModel, noisy: torch.Tensor, tile: Opti
         overlap = None
     x, context = model.prepare(noisy)
     run = lambda t: model.denoise_tile(t).cpu()  # noqa: E731
-    if tile and blend:
-        overlap = tile // 2 if overlap is None else overlap
-        return model.finish(denoise_blended(run, x, tile, overlap), context)
-    if tile:
-        overlap = default_overlap(model) if overlap is None else overlap
-        if explicit and overlap < tile:
-            warn_costly_tiles(model, *x.shape[-2:], tile, overlap)
-        return model.finish(denoise_tiled(run, x, tile, overlap, tile_alignment(model)), context)
-    return model.finish(run(x), context)
+    with freed_memory_reused():
+        if tile and blend:
+            overlap = tile // 2 if overlap is None else overlap
+            return model.finish(denoise_blended(run, x, tile, overlap), context)
+        if tile:
+            overlap = default_overlap(model) if overlap is None else overlap
+            if explicit and overlap < tile:
+                warn_costly_tiles(model, *x.shape[-2:], tile, overlap)
+            return model.finish(denoise_tiled(run, x, tile, overlap, tile_alignment(model)), context)
+        return model.finish(run(x), context)
 
 
 class Denoiser:

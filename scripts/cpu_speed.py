@@ -167,6 +167,7 @@ def photo_throughput(arch: str, runs: int) -> dict:
     import torch
 
     from atbsn.inference import denoise_full_strength
+    from atbsn.utils.allocator import freed_memory_reused
     from atbsn.utils.profiling import macs_per_pixel
 
     model, opt = _test_model(arch)
@@ -175,7 +176,8 @@ def photo_throughput(arch: str, runs: int) -> dict:
     tile = opt["val"]["tile"]["size"]
     x = torch.rand(1, 3, *PHOTO_SHAPE, generator=torch.Generator().manual_seed(1))
     conv, conv_flops = _conv_reference(model.amp_dtype)
-    with torch.no_grad():
+    # as in test.py, the network's tiles reuse freed memory (atbsn.inference); so does the conv here
+    with torch.no_grad(), freed_memory_reused():
         denoise_full_strength(model, x[..., :tile, :tile], tile)  # warm-up: one tile's shapes
         conv()
         t_net, t_conv = [], []
