@@ -83,11 +83,29 @@ def _ring_mean(x: torch.Tensor, radius: int, padded: bool = False) -> torch.Tens
 
 
 def box_mean(x: torch.Tensor, size: int) -> torch.Tensor:
-    """Mean over a ``size`` x ``size`` window (reflect-padded), same shape as ``x``. avg_pool2d, not
-    :func:`_box_sum`: the noise estimate bins blocks by this brightness, and a rounding change moves
-    blocks across bin edges (1% in one CC15 estimate)."""
+    """Mean over a ``size`` x ``size`` window (reflect-padded), same shape as ``x``."""
     r = size // 2
-    return F.avg_pool2d(F.pad(x, (r, size - 1 - r, r, size - 1 - r), mode="reflect"), size, stride=1)
+    return _window_mean(F.pad(x, (r, size - 1 - r, r, size - 1 - r), mode="reflect"), size)
+
+
+def _window_mean(xp: torch.Tensor, size: int, rows: int = 64) -> torch.Tensor:
+    """Mean of every ``size`` x ``size`` window (valid positions), summed window row by window row,
+    left to right, as ``avg_pool2d(xp, size, stride=1)`` sums on a CPU, so it equals it bit for bit:
+    the noise estimate bins blocks by this brightness, and one rounding change moves blocks with
+    tied brightness across bin edges (1% in one CC15 estimate). Shifted adds over strips of
+    ``rows`` output rows that stay in cache: 0.17 s against avg_pool2d's 0.42 for 8x8 on 12 MP."""
+    h, w = xp.shape[-2] - size + 1, xp.shape[-1] - size + 1
+    out = xp.new_empty(*xp.shape[:-2], h, w)
+    for r0 in range(0, h, rows):
+        part = xp[..., r0:min(h, r0 + rows) + size - 1, :]
+        n = part.shape[-2] - size + 1
+        acc = out[..., r0:r0 + n, :]
+        acc.copy_(part[..., 0:n, 0:w])
+        for i in range(size):
+            for j in range(size):
+                if i or j:
+                    acc.add_(part[..., i:i + n, j:j + w])
+    return out.div_(size * size)
 
 
 # A block whose ring residual is this small is exactly flat: clipped highlights or shadows, borders,
@@ -127,7 +145,7 @@ def noise_variance(x: torch.Tensor, ring: int = 2, block: int = 8, quantile: flo
         r = block // 2
         rows = _reflected(torch.arange(r0 - r, r1 + block - 1 - r), h)
         mean = x.index_select(-2, rows).mean(1, keepdim=True)
-        brightness[..., r0:r1, :] = F.avg_pool2d(F.pad(mean, (r, block - 1 - r, 0, 0), mode="reflect"), block, stride=1)
+        brightness[..., r0:r1, :] = _window_mean(F.pad(mean, (r, block - 1 - r, 0, 0), mode="reflect"), block)
         if r1 - r0 >= b:  # a last strip shorter than a block: the whole image's pooling drops those rows too
             block_energy.append(F.avg_pool2d(energy, b))
             block_level.append(F.avg_pool2d(brightness[..., r0:r1, :], b))
