@@ -283,6 +283,28 @@ def test_test_py_on_a_folder_of_camera_files(tmp_path, image_folder):
     assert os.path.exists(out / "logo.png") and os.path.getmtime(out / "phone.jpg") == before
 
 
+def test_an_output_that_cannot_be_written_is_listed_and_the_others_are_written(tmp_path, image_folder):
+    """Outputs are encoded on a second thread while the next image is denoised: a write that fails
+    there (an RGBA input asked for as JPEG) is still that input's error, listed at the end, and the
+    images before and after it are written."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    _save(str(photos / "a.png"), _pattern(40, 48))
+    rgba = np.concatenate([_pattern(40, 40), np.full((40, 40, 1), 200, np.uint8)], 2)
+    _save(str(photos / "b_logo.png"), rgba)
+    _save(str(photos / "c.png"), _pattern(48, 40))
+    opt = student_a_options(tmp_path, image_folder, "photos")
+    opt["test"] = {"format": "jpg"}
+    path = write_options(tmp_path / "p.yml", opt)
+    out = tmp_path / "out"
+    code, stdout, err = run_cli("test.py", "-opt", path, "--input", str(photos), "--output", str(out))
+    assert code == 1, err
+    block = err[err.index("error: 1 of 3 image(s) failed"):]
+    assert "b_logo.png" in block and "JPEG has no alpha" in block
+    assert "denoised 2 image(s)" in stdout
+    assert sorted(os.listdir(out)) == ["a.jpg", "c.jpg"]
+
+
 def test_training_cache_holds_8_bit_photos_within_its_budget(tmp_path):
     """A folder that fits is cached at 8 bits and trains exactly as uncached; one that does not
     keeps a fixed reservoir of 256-px patches per photo, the same in every run, within the budget."""
