@@ -296,6 +296,24 @@ def test_cpu_speed_photo_section_reports_ratios_end_to_end_runs_and_stages(tmp_p
     assert f"| ATBSNStudentA | {a['amp']} | 31,185 | 1024 |" in out and "| adaptive |" in out
 
 
+def test_gpu_speed_script_dry_runs_on_the_cpu(tmp_path):
+    """scripts/gpu_speed.py is the one prepared GPU check of issue 24 (12-MP student inference, bf16,
+    channels_last); a session lent a GPU runs it as it is, so its whole path runs here on a CPU."""
+    code, out, err = run_cli("scripts/gpu_speed.py", "--device", "cpu", "--amp", "fp32", "--photo-size", "64x96",
+                             "--runs", "1", "--warmup", "1", "--no-test-py", "--out", str(tmp_path / "out"))
+    assert code == 0, err
+    result = json.load(open(tmp_path / "out" / "results.json"))
+    (a,) = result["networks"]
+    assert a["arch"] == "ATBSNStudentA" and a["macs_per_pixel"] == 31185 and a["shape"] == [64, 96]
+    assert a["untiled_s"] > 0 and a["tiled_s"] > 0 and result["conv_gflops"] > 0
+    assert "| ATBSNStudentA | 31,185 |" in out
+    import torch
+
+    if not torch.cuda.is_available():  # without --device cpu, on a machine without CUDA, it says so
+        code, _, err = run_cli("scripts/gpu_speed.py", "--out", str(tmp_path / "out2"))
+        assert code != 0 and "no CUDA device" in err
+
+
 def test_mild_noise_sets_scale_the_real_noise_per_image_as_listed(tmp_path):
     """make_mild_noise_set.py: clean + s (noisy - clean), s cycled over the sorted names (a folder shot
     at several ISOs), saved through JPEG; scales.csv says which image got which factor."""
