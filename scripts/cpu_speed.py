@@ -17,7 +17,8 @@ worth per training step, and where a 12-MP photo's time goes in test.py.
 3. Photos (issue 24): each inference network as its test options set it up (the recipe's
    students A/B/C in ``options/test/noisy_folder.yml``'s 1024-px tiles; the N2N U-Net in the same
    tiles) on a 12-MP (4000 x 3000) input, in its own process, against a 48->48 3x3 conv at 1024²
-   channels_last timed between the networks' runs (the students' common layer). Rates count the
+   channels_last timed between the networks' runs (the students' common layer), both reusing freed
+   memory as test.py's tiles do (``atbsn.utils.allocator.freed_memory_reused``). Rates count the
    network's own MACs per pixel (not the tiles' recomputed overlaps). Then one 12-MP JPEG through
    ``test.py`` (``/usr/bin/time -v``: wall time and peak RSS), with the recipe's adaptive strength
    and with ``val.strength.mode=full``, its stages timed in one process, and a ``torch.profiler``
@@ -326,7 +327,7 @@ def main() -> int:
         out = subprocess.run(cmd, capture_output=True, text=True, env=env)
         if out.returncode:
             sys.exit(f"{name}: failed\n{out.stderr}")
-        print(f"{name} {malloc or 'keep_freed_memory'}: {time.perf_counter() - t:.1f} s", flush=True)
+        print(f"{name}{' ATBSN_MALLOC=' + malloc if malloc else ''}: {time.perf_counter() - t:.1f} s", flush=True)
         return json.loads(out.stdout.strip().splitlines()[-1])
 
     from atbsn.train.loop import git_revision
@@ -352,7 +353,7 @@ def main() -> int:
         lines.append("")
     if "photo" in args.sections:
         h, w = PHOTO_SHAPE
-        result["photo"] = [worker(f"photo:{a}", "system") for a in args.photo_archs]
+        result["photo"] = [worker(f"photo:{a}") for a in args.photo_archs]  # as test.py: tiles reuse freed memory
         lines += [f"| network, {w}x{h} input, tiles as its test options | precision | MACs/px | tile | s | GFLOP/s | "
                   "48->48 conv GFLOP/s (same precision) | share of the conv's rate | peak RSS |",
                   "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
@@ -366,13 +367,13 @@ def main() -> int:
         for r in runs:
             lines.append(f"| {r['strength']} | {r['seconds']:.1f} | {r['peak_rss_mb'] / 1024:.2f} GB |")
         lines += ["", f"`{runs[0]['command']}`", ""]
-        stages = result["stages"] = worker("stages", "system")
+        stages = result["stages"] = worker("stages")
         lines += ["test.py's steps for that photo in one process (student A, adaptive strength):", "",
                   "| step | s | share |", "|---|---:|---:|"]
         for name, sec in stages["stages"].items():
             lines.append(f"| {name} | {sec:.2f} | {100 * sec / stages['total']:.0f}% |")
         lines.append(f"| total | {stages['total']:.2f} | |")
-        prof = result["profile"] = worker("profile:ATBSNStudentA", "system")
+        prof = result["profile"] = worker("profile:ATBSNStudentA")
         lines += ["", f"Student A on one {min(1024, h)}x{min(1024, w)} tile, `torch.profiler` self CPU time:", "", "| op | calls | ms | share |",
                   "|---|---:|---:|---:|"]
         for r in prof:
