@@ -266,13 +266,16 @@ def _padded_rows(x: torch.Tensor, start: int, stop: int, pad: int, mode: str) ->
     return F.pad(x.index_select(-2, rows), (pad, pad, 0, 0), mode=mode)
 
 
+PATCHES_PER_CHUNK = 20000  # the Wiener filter's chunks of patch rows: 16 rows of a 4000-px photo, 5 MB per 64 coefficients
+
+
 def _wiener_channel(noisy: torch.Tensor, pilot: torch.Tensor, sigma2: torch.Tensor, n: int, stride: int,
-                    rows_per_chunk: int = 16) -> torch.Tensor:
+                    rows_per_chunk: Optional[int] = None) -> torch.Tensor:
     """One channel (1 x 1 x H x W each). Every n x n patch's DCT coefficients Y of the noisy image
     are scaled by ``P^2 / (P^2 + sigma^2)``, P the pilot's; overlapping patches are averaged with
-    BM3D's weights ``1 / (sigma^2 sum g^2)``. Chunks of patch rows keep memory at a few strips;
-    16 rows (a 64-coefficient chunk is 5 MB on a 4000-px row) ran a 12-MP channel in 0.92 s
-    against 1.34-1.50 s for 64, which page-faulted its 22-MB temporaries in afresh every chunk."""
+    BM3D's weights ``1 / (sigma^2 sum g^2)``. Chunks of patch rows keep memory at a few strips:
+    about ``PATCHES_PER_CHUNK`` patches ran a 12-MP channel in 0.92 s against 1.34-1.50 s for 64
+    rows (22-MB temporaries page-faulted in afresh every chunk), and keep small photos in few chunks."""
     c = dct_matrix(n)
     pad = n - 1
     h, w = noisy.shape[-2:]
@@ -280,6 +283,8 @@ def _wiener_channel(noisy: torch.Tensor, pilot: torch.Tensor, sigma2: torch.Tens
     num, den = noisy.new_zeros(1, 1, padded_h, padded_w), noisy.new_zeros(1, 1, padded_h, padded_w)
     ones = torch.ones(1, 1, n, n)
     patch_rows = (padded_h - n) // stride + 1
+    if rows_per_chunk is None:
+        rows_per_chunk = max(1, PATCHES_PER_CHUNK // ((padded_w - n) // stride + 1))
     for i0 in range(0, patch_rows, rows_per_chunk):
         a, b = i0 * stride, (min(patch_rows, i0 + rows_per_chunk) - 1) * stride + n
         y = _patch_dct(_padded_rows(noisy, a, b, pad, "reflect"), c, stride)

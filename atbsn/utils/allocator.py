@@ -20,8 +20,11 @@ from contextlib import contextmanager
 from typing import Iterator, Optional
 
 ENV = "ATBSN_MALLOC"
-_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4  # mallopt parameters (malloc.h)
-_DEFAULT_TRIM_THRESHOLD, _DEFAULT_MMAP_MAX = 128 * 1024, 65536  # glibc's defaults
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_MMAP_MAX = -1, -3, -4  # mallopt parameters (malloc.h)
+# After a freed_memory_reused block: glibc's default mmap count, and the thresholds its dynamic
+# adjustment settles at on photos (any mallopt call turns that adjustment off for good; left at
+# their 128-KB starting values, every tensor above them would be mmapped and faulted in afresh).
+_AFTER = {_M_MMAP_MAX: 65536, _M_MMAP_THRESHOLD: 32 * 2**20, _M_TRIM_THRESHOLD: 64 * 2**20}
 _kept_for_good = False
 _depth = 0  # freed_memory_reused blocks open
 
@@ -53,11 +56,12 @@ def keep_freed_memory() -> bool:
 @contextmanager
 def freed_memory_reused() -> Iterator[bool]:
     """:func:`keep_freed_memory` for one block of work, then the freed memory goes back to the
-    system (``malloc_trim``) and glibc's defaults return. For a network's tiles: every tile
-    allocates the same activations, and on a 12-MP photo their page faults were a third of the
-    network's time. The steps after it keep glibc's defaults, so the process's peak stays theirs
-    (with reuse left on throughout, fragmentation added 19% to the peak of a folder with a 24-MP
-    photo). Yields whether reuse is on; nests; a no-op under :func:`keep_freed_memory` (train.py)."""
+    system (``malloc_trim``) and glibc's settled defaults return (``_AFTER``). For a network's
+    tiles: every tile allocates the same activations, and on a 12-MP photo their page faults were
+    a third of the network's time. The steps after it run with glibc's defaults, so the process's
+    peak stays theirs (with reuse left on throughout, fragmentation added 19% to the peak of a
+    folder with a 24-MP photo; without the trim, 8% to a 12-MP photo's). Yields whether reuse is
+    on; nests; a no-op under :func:`keep_freed_memory` (train.py)."""
     global _depth
     libc = None if _kept_for_good or _depth else _glibc()
     if libc is None or not _keep(libc):
@@ -68,6 +72,6 @@ def freed_memory_reused() -> Iterator[bool]:
         yield True
     finally:
         _depth -= 1
-        libc.mallopt(_M_MMAP_MAX, _DEFAULT_MMAP_MAX)
-        libc.mallopt(_M_TRIM_THRESHOLD, _DEFAULT_TRIM_THRESHOLD)
+        for param, value in _AFTER.items():
+            libc.mallopt(param, value)
         libc.malloc_trim(0)
