@@ -296,6 +296,7 @@ def test_cpu_speed_photo_section_reports_ratios_end_to_end_runs_and_stages(tmp_p
     assert f"| ATBSNStudentA | {a['amp']} | 31,185 | 1024 |" in out and "| adaptive |" in out
 
 
+@pytest.mark.slow  # 8 s: a benchmark script end to end
 def test_gpu_speed_script_dry_runs_on_the_cpu(tmp_path):
     """scripts/gpu_speed.py is the one prepared GPU check of issue 24 (12-MP student inference, bf16,
     channels_last); a session lent a GPU runs it as it is, so its whole path runs here on a CPU."""
