@@ -97,6 +97,7 @@ def test_prepare_n2n_imagenet_selects_sides_in_256_512(tmp_path):
     assert code == 0 and "2 images" in out  # restartable: existing outputs are kept
 
 
+@pytest.mark.slow  # 20 s: a benchmark script end to end (the default suite stays under 10 min)
 def test_benchmark_atbsn_rows_and_distillation_step(tmp_path):
     code, out, err = run_cli("scripts/benchmark.py", "--archs", "ATBSN", "ATBSNStudentC", "--size", "32",
                              "--train-size", "32", "--train-batch", "1", "--distill-batch", "1", "--distill-size", "32",
