@@ -259,9 +259,11 @@ def photo_profile(arch: str = "ATBSNStudentA") -> list:
     import torch
     from torch.profiler import ProfilerActivity, profile
 
+    from atbsn.utils.allocator import freed_memory_reused
+
     model, _ = _test_model(arch)
     x = torch.rand(1, 3, min(1024, PHOTO_SHAPE[0]), min(1024, PHOTO_SHAPE[1]))
-    with torch.no_grad():
+    with torch.no_grad(), freed_memory_reused():  # as test.py's tiles run
         model.denoise_tile(x)
         with profile(activities=[ProfilerActivity.CPU]) as prof:
             model.denoise_tile(x)
