@@ -380,13 +380,18 @@ def main() -> int:
                   "|---|---:|---:|---:|"]
         for r in prof:
             lines.append(f"| `{r['op']}` | {r['calls']} | {r['ms']:.1f} | {100 * r['share']:.0f}% |")
-    os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "results.json"), "w") as f:
+    write_results(args.out, result, lines)
+    return 0
+
+
+def write_results(out: str, result: dict, lines: list) -> None:
+    """``results.json`` and ``results.md`` (the table lines, also printed) into ``out``."""
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, "results.json"), "w") as f:
         json.dump(result, f, indent=2)
-    with open(os.path.join(args.out, "results.md"), "w") as f:
+    with open(os.path.join(out, "results.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
     print("\n".join(lines))
-    return 0
 
 
 if __name__ == "__main__":

@@ -164,6 +164,7 @@ def main() -> int:
     import torch
 
     from atbsn.train.loop import git_revision
+    from cpu_speed import write_results
 
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -198,12 +199,7 @@ def main() -> int:
     for r in result.get("test_py", []):
         lines += ["", f"test.py, one {h * w / 1e6:.1f}-MP JPEG, val.strength.mode={r['strength']}: "
                   + (f"{r['seconds']:.1f} s wall (process start to PNG written)" if "seconds" in r else "failed: " + r["error"])]
-    os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "results.json"), "w") as f:
-        json.dump(result, f, indent=2)
-    with open(os.path.join(args.out, "results.md"), "w") as f:
-        f.write("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_results(args.out, result, lines)
     return 0
 
 
