@@ -74,7 +74,8 @@ def test_two_processes_equal_one_with_the_same_global_batch(tmp_path, image_fold
 def test_killed_two_process_run_resumes_to_the_same_weights(tmp_path, image_folder):
     # long enough that the kill lands mid-run (8 iterations could end before the kill, nothing to resume)
     path = _opt(tmp_path, image_folder, "full", total_iter=40, save_freq=2, keep_checkpoints=30)
-    assert torchrun("train.py", "-opt", path)[0] == 0
+    code, _, err = torchrun("train.py", "-opt", path)
+    assert code == 0, err[-3000:]  # it failed once in 3 suite runs (2026-12-07) and not in 4 reruns: say why next time
     reference = _weights(tmp_path, "full")
 
     path = _opt(tmp_path, image_folder, "killed", total_iter=40, save_freq=2, keep_checkpoints=30)
