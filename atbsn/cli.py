@@ -201,6 +201,11 @@ def _test(argv: List[str]) -> int:
     sheet = ContactSheet() if args.preview else None
     bar = progress(paths, opt["logger"]["progress_bar"], unit="img")
 
+    def failed(path: str, err: DataError) -> None:
+        if len(paths) == 1:  # one input: its error is the answer
+            raise err
+        failures.append((path, str(err)))
+
     def written(job) -> None:
         """Wait for one output's encode and write; count it, or its error against its input."""
         nonlocal megapixels
@@ -208,9 +213,7 @@ def _test(argv: List[str]) -> int:
         try:
             future.result()
         except DataError as err:
-            if len(paths) == 1:  # one input: its error is the answer
-                raise
-            failures.append((path, str(err)))
+            failed(path, err)
             return
         reports.extend(measured)
         done.append((path, out))
@@ -239,9 +242,7 @@ def _test(argv: List[str]) -> int:
                     pred = convert_channels(pred, stored)
                 bits = output_bits(test_opt["bit_depth"], photo.depth, out)
             except DataError as err:
-                if len(paths) == 1:
-                    raise
-                failures.append((path, str(err)))
+                failed(path, err)
                 continue
             if pending is not None:
                 written(pending)

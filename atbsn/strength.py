@@ -133,6 +133,7 @@ def noise_variance(x: torch.Tensor, ring: int = 2, block: int = 8, quantile: flo
     brightness = x.new_empty(x.shape[0], 1, *x.shape[-2:])
     block_energy, block_level = [], []
     strip = b * max(1, STRIP_ROWS // b)  # whole blocks per strip: the block means are the whole image's
+    r = block // 2  # box_mean's reflect padding: r rows before, block - 1 - r after
     for r0 in range(0, h, strip):
         r1 = min(h, r0 + strip)
         # the ring residual's energy, channel by channel, from rows with their (reflected) margins
@@ -141,8 +142,7 @@ def noise_variance(x: torch.Tensor, ring: int = 2, block: int = 8, quantile: flo
             xp = _padded_rows(x[:, c:c + 1], r0, r1 + 2 * ring, ring, "reflect")
             energy.add_(_ring_mean(xp, ring, padded=True).sub_(x[:, c:c + 1, r0:r1]).square_())
         energy.div_(x.shape[1] * (1 + 1 / (8 * ring)))
-        # brightness: box_mean of the channel mean, its reflect padding (r before, block - 1 - r after) by rows
-        r = block // 2
+        # brightness: box_mean of the channel mean, its rows' reflect padding taken by index
         rows = _reflected(torch.arange(r0 - r, r1 + block - 1 - r), h)
         mean = x.index_select(-2, rows).mean(1, keepdim=True)
         brightness[..., r0:r1, :] = _window_mean(F.pad(mean, (r, block - 1 - r, 0, 0), mode="reflect"), block)

@@ -182,7 +182,7 @@ def test_a_networks_tiles_reuse_freed_memory_and_give_it_back_after():
 import resource, torch
 from atbsn.utils.allocator import freed_memory_reused
 x = torch.rand(1, 16, 1024, 1024)  # 64 MB: glibc would mmap every tensor of this size afresh
-def faults(n=6):  # the fewest of n tries: the kernel may reclaim a kept page now and then (this VM's DAMON did)
+def faults(n=6):  # the fewest of n tries: a kept page was faulted in again now and then on this VM (cause unconfirmed)
     (x * 2).sum()
     counts = []
     for _ in range(n):
