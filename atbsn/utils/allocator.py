@@ -10,6 +10,14 @@ after it) and fragmentation can add to that peak (+40% measured for one 1-MP tea
 so ``train.py`` does this for the whole run, while inference (``atbsn.inference``) does it only
 around a network's tiles (:func:`freed_memory_reused`) and gives the memory back after them.
 ``ATBSN_MALLOC=system`` in the environment turns both off.
+
+Why the first few tensors of a size can still be faulted in: torch allocates with
+``posix_memalign``, which cuts small pieces off each block; glibc keeps those in its per-thread
+cache, where they stay "in use" and keep a freed block from merging with its neighbours, so a block
+of exactly the freed size does not fit the next request (which asks for alignment slack) and the
+heap grows by another. After a few tensors of a size, merged free blocks fit and every tile reuses
+them (measured: 1-8 extra 64-MB blocks before that; with ``GLIBC_TUNABLES=glibc.malloc.tcache_count=0``
+none, but that can only be set before the process starts).
 """
 from __future__ import annotations
 
