@@ -43,7 +43,7 @@ def _train(argv: List[str]) -> int:
     from .utils.allocator import keep_freed_memory
 
     keep_freed_memory()  # same-sized tensors every step: reuse them instead of faulting in new pages
-    from .dist import cleanup, init_dist
+    from .dist import cleanup, end_finished_worker, init_dist
     from .evaluation import format_summary
     from .options import load_options
     from .train.loop import Trainer
@@ -58,6 +58,8 @@ def _train(argv: List[str]) -> int:
                 print("  " + line)
     finally:
         cleanup()
+    if dist.enabled:
+        end_finished_worker()
     return 0
 
 
