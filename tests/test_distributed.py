@@ -74,6 +74,9 @@ def test_two_processes_equal_one_with_the_same_global_batch(tmp_path, image_fold
     assert rel <= 1e-5
     log = open(tmp_path / "experiments" / "two" / "train.log").read()
     assert log.count("training two for 4 iterations") == 1  # rank 0 alone writes the log
+    # the workers end with os._exit (atbsn.dist.end_finished_worker): what they print and log is flushed first
+    assert out.count("final validation:") == 1 and log.rstrip().splitlines()[-1].endswith(
+        f"checkpoints in {tmp_path / 'experiments' / 'two' / 'checkpoints'}")
 
 
 def test_killed_two_process_run_resumes_to_the_same_weights(tmp_path, image_folder):
