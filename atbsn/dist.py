@@ -87,7 +87,7 @@ def end_finished_worker() -> None:
     (torch 2.13: the group's refcount goes from 10 to 20 across one DDP built and deleted, and gloo's
     threads keep running), so the teardown runs beside those threads. A worker of a two-process run aborted once in CI with
     "terminate called without an active exception", the message of a C++ teardown with live threads
-    (where it aborted is unconfirmed: not reproduced in 55 runs here). Everything the run writes is
+    (where it aborted is unconfirmed: not reproduced in 52 runs here). Everything the run writes is
     closed by now; logs and streams are flushed before the exit."""
     import logging
 
