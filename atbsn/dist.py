@@ -85,10 +85,10 @@ def end_finished_worker() -> None:
 
     Why: DistributedDataParallel keeps the process group alive past ``destroy_process_group``
     (torch 2.13: the group's refcount goes from 10 to 20 across one DDP built and deleted, and gloo's
-    threads keep running), so the teardown runs beside those threads. A worker of a two-process run aborted once in CI with
-    "terminate called without an active exception", the message of a C++ teardown with live threads
-    (where it aborted is unconfirmed: not reproduced in 52 runs here). Everything the run writes is
-    closed by now; logs and streams are flushed before the exit."""
+    threads keep running), so the teardown runs beside those threads. A worker of a two-process run
+    aborted once in CI with "terminate called without an active exception", the message of a C++
+    teardown with live threads (where it aborted is unconfirmed: not reproduced in 52 runs here).
+    Everything the run writes is closed by now; logs and streams are flushed before the exit."""
     import logging
 
     logging.shutdown()
