@@ -157,7 +157,6 @@ def _test(argv: List[str]) -> int:
     from concurrent.futures import ThreadPoolExecutor
 
     from .errors import DataError, OptionsError
-    from .inference import denoise
     from .preview import ContactSheet
     from .options import load_options
     from .utils.image import convert_channels, is_image_file, list_images, to_tensor, writable_folder
@@ -195,50 +194,56 @@ def _test(argv: List[str]) -> int:
         print(f"test.skip_existing: skipped {len(paths) - len(todo)} input(s) whose output exists; "
               f"{len(todo)} to denoise")
         paths, outputs = [p for p, _ in todo], [o for _, o in todo]
-    model = _load_for_eval(opt)
-    channels = getattr(model.networks[model.inference_role], "in_channels", 3)
-    tile = opt["val"]["tile"]
-    t0 = time.time()
-    reports, done, failures, megapixels = [], [], [], 0.0
-    sheet = ContactSheet() if args.preview else None
-    bar = progress(paths, opt["logger"]["progress_bar"], unit="img")
+    # One thread decodes the next photo while this one is denoised (the first while torch loads,
+    # which is mostly one core's work); one encodes and writes the previous output (PNG encoding is
+    # single-threaded: 0.6 s of a 12-MP photo). At most one photo waits on each side.
+    with ThreadPoolExecutor(max_workers=1) as reader, ThreadPoolExecutor(max_workers=1) as writer:
+        upcoming = reader.submit(read_photo, paths[0]) if paths else None
+        from .inference import denoise
 
-    def failed(path: str, err: DataError) -> None:
-        if len(paths) == 1:  # one input: its error is the answer
-            raise err
-        failures.append((path, str(err)))
+        model = _load_for_eval(opt)
+        channels = getattr(model.networks[model.inference_role], "in_channels", 3)
+        tile = opt["val"]["tile"]
+        t0 = time.time()
+        reports, done, failures, megapixels = [], [], [], 0.0
+        sheet = ContactSheet() if args.preview else None
+        bar = progress(paths, opt["logger"]["progress_bar"], unit="img")
 
-    def written(job) -> None:
-        """Wait for one output's encode and write; count it, or its error against its input."""
-        nonlocal megapixels
-        future, path, out, measured, pixels = job
-        try:
-            future.result()
-        except DataError as err:
-            failed(path, err)
-            return
-        reports.extend(measured)
-        done.append((path, out))
-        megapixels += pixels / 1e6
-        if hasattr(bar, "set_postfix_str"):
-            bar.set_postfix_str(f"{megapixels / max(time.time() - t0, 1e-9):.2f} MP/s")
-        else:
-            print(f"{path} -> {out}")
+        def failed(path: str, err: DataError) -> None:
+            if len(paths) == 1:  # one input: its error is the answer
+                raise err
+            failures.append((path, str(err)))
 
-    # One thread encodes and writes the previous output while the next image is denoised (PNG
-    # encoding is single-threaded: 0.7 s of a 12-MP photo); one output waits at most.
-    pending = None
-    with ThreadPoolExecutor(max_workers=1) as writer:
-        for path, out in zip(bar, outputs):
+        def written(job) -> None:
+            """Wait for one output's encode and write; count it, or its error against its input."""
+            nonlocal megapixels
+            future, path, out, measured, pixels = job
             try:
-                photo = read_photo(path)
-                stored = photo.pixels.shape[2]
+                future.result()
+            except DataError as err:
+                failed(path, err)
+                return
+            reports.extend(measured)
+            done.append((path, out))
+            megapixels += pixels / 1e6
+            if hasattr(bar, "set_postfix_str"):
+                bar.set_postfix_str(f"{megapixels / max(time.time() - t0, 1e-9):.2f} MP/s")
+            else:
+                print(f"{path} -> {out}")
+
+        pending = None
+        for i, (path, out) in enumerate(zip(bar, outputs)):
+            current = upcoming
+            upcoming = reader.submit(read_photo, paths[i + 1]) if i + 1 < len(paths) else None
+            try:
+                photo = current.result()
+                stored = photo.samples.shape[2]
                 if stored != channels and not convert:
                     raise DataError(f"image '{path}' is {'gray' if stored == 1 else 'RGB'} but the network takes "
                                     f"{channels} channel(s); set 'convert_color: true' on datasets.test to convert it")
-                img = photo.pixels if stored == channels else convert_channels(photo.pixels, channels)
+                noisy = photo.tensor() if stored == channels else to_tensor(convert_channels(photo.pixels, channels))
                 measured: list = []
-                pred = denoise(model, to_tensor(img)[None], tile["size"], tile["overlap"], tile["blend"],
+                pred = denoise(model, noisy[None], tile["size"], tile["overlap"], tile["blend"],
                                tile["memory_limit_gb"], reports=measured)[0].numpy().transpose(1, 2, 0)
                 if channels != stored:
                     pred = convert_channels(pred, stored)
@@ -250,10 +255,10 @@ def _test(argv: List[str]) -> int:
                 written(pending)
             pending = (writer.submit(write_photo, out, pred, bits, photo.alpha, photo.icc_profile, photo.exif,
                                      test_opt["jpeg_quality"], photo.xmp, photo.png_chunks),
-                       path, out, measured, img.shape[0] * img.shape[1])
+                       path, out, measured, noisy.shape[-2] * noisy.shape[-1])
             if sheet is not None:
                 sheet.add(os.path.basename(path), photo.pixels, pred)
-            del photo, img, pred
+            del photo, noisy, pred
         if pending is not None:
             written(pending)
     seconds = time.time() - t0

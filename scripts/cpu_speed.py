@@ -225,7 +225,7 @@ def photo_stages(work: str) -> dict:
 
     from atbsn.inference import denoise_full_strength
     from atbsn.strength import adaptive_blend
-    from atbsn.utils.image import quantize, to_tensor
+    from atbsn.utils.image import quantize
     from atbsn.utils.photo import read_photo, write_photo
 
     photo_path, _ = _photo_files(work)
@@ -243,7 +243,7 @@ def photo_stages(work: str) -> dict:
             return out
 
         photo = timed("read (decode, orientation, metadata)", lambda: read_photo(photo_path))
-        x = timed("to tensor", lambda: to_tensor(photo.pixels)[None])
+        x = timed("to tensor", lambda: photo.tensor()[None])
         d = timed("network (tiles, assembly)", lambda: denoise_full_strength(model, x, tile))
         out, _ = timed("adaptive strength (noise estimate, shrinkage, NL-means, Wiener)", lambda: adaptive_blend(x, d, **strength))
         pred = timed("to HWC array", lambda: out[0].numpy().transpose(1, 2, 0))

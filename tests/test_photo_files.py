@@ -67,6 +67,7 @@ def test_every_exif_orientation_is_applied_as_pillow_shows_it(tmp_path, fmt):
         assert photo.orientation == orientation
         assert photo.pixels.shape[:2] == shown.shape[:2] == ((24, 40) if orientation <= 4 else (40, 24))
         assert np.array_equal(np.round(photo.pixels * 255).astype(np.uint8), shown), orientation
+        assert np.array_equal(photo.tensor().numpy().transpose(1, 2, 0), photo.pixels), orientation
         exif = Image.Exif()
         exif.load(photo.exif)
         assert exif[0x0112] == 1 and exif[0x0110] == "TestCam X100"
@@ -340,3 +341,27 @@ def test_training_cache_holds_8_bit_photos_within_its_budget(tmp_path):
     held = sum(t.numel() * t.element_size() for key, v in small._cache.items() if key[0] == "patches"
                for patch in v for t in patch)
     assert held <= budget_gb * 2**30 and held == 6 * 5 * 3 * 256 * 256
+
+
+def test_the_tensor_test_py_denoises_equals_the_float_pixels_at_every_depth(tmp_path):
+    """test.py converts the stored samples with torch (one pass, all threads): every 8- and 16-bit
+    value, gray and RGBA, and float TIFF give exactly NumPy's float32 pixels."""
+    import cv2
+
+    every8 = np.arange(256 * 3, dtype=np.uint16).reshape(16, 48, 1) % 256
+    every16 = np.arange(65536, dtype=np.uint16).reshape(128, 512)
+    rgb16 = np.stack([every16, every16[::-1], every16[:, ::-1]], 2)
+    rgba = np.concatenate([np.repeat(every8, 3, 2), every8[::-1]], 2).astype(np.uint8)
+    floats = np.random.RandomState(0).rand(16, 24, 3).astype(np.float32)
+    files = {"g8.png": every8.astype(np.uint8), "rgba.png": rgba[:, :, [2, 1, 0, 3]], "rgb16.png": rgb16,
+             "g16.tif": every16, "float.tif": floats}
+    for name, arr in files.items():
+        cv2.imwrite(str(tmp_path / name), arr)
+        photo = read_photo(str(tmp_path / name))
+        assert photo.depth == {np.dtype(np.uint8): 8, np.dtype(np.uint16): 16}.get(arr.dtype, 32), name
+        chw = photo.tensor()
+        assert chw.dtype == __import__("torch").float32 and chw.shape[0] == photo.pixels.shape[2], name
+        assert np.array_equal(chw.numpy().transpose(1, 2, 0), photo.pixels), name
+    deep = read_photo(str(tmp_path / "rgb16.png")).tensor()
+    assert deep.unique().numel() == 65536 and deep.min() == 0 and deep.max() == 1
+    assert read_photo(str(tmp_path / "rgba.png")).alpha is not None
