@@ -9,7 +9,7 @@ import pytest
 from atbsn.errors import DataError
 from atbsn.utils.photo import read_photo, remove_partials, write_photo
 
-from conftest import run_cli, student_a_options, write_options
+from conftest import SHARED, run_cli, student_a_options, write_options
 
 
 def _pattern(h=24, w=40, seed=0):
@@ -365,3 +365,59 @@ def test_the_tensor_test_py_denoises_equals_the_float_pixels_at_every_depth(tmp_
     deep = read_photo(str(tmp_path / "rgb16.png")).tensor()
     assert deep.unique().numel() == 65536 and deep.min() == 0 and deep.max() == 1
     assert read_photo(str(tmp_path / "rgba.png")).alpha is not None
+
+
+@pytest.mark.parametrize("depth", [8, 16])
+def test_png_encoder_round_trips_every_layout_through_libpng_and_pillow(tmp_path, monkeypatch, depth):
+    """test.py's PNG encoder ("up" filter, strips deflated on all cores, one zlib stream): gray,
+    gray + alpha, RGB and RGBA at 8 and 16 bits decode to the same samples in OpenCV (libpng) and
+    Pillow, across strip and IDAT boundaries, with the metadata chunks kept."""
+    import cv2
+    from PIL import Image
+
+    import atbsn.utils.photo as photo_module
+
+    monkeypatch.setattr(photo_module, "PNG_STRIP_BYTES", 1000)  # many strips on small images
+    monkeypatch.setattr(photo_module, "PNG_IDAT_BYTES", 700)
+    rng = np.random.RandomState(depth)
+    dtype = np.uint16 if depth == 16 else np.uint8
+    icc = _icc()
+    for h, w in ((37, 29), (1, 50), (50, 1)):
+        for c in (1, 2, 3, 4):
+            smooth = (np.add.outer(np.arange(h), np.arange(w)) * (2 ** depth // 90))[:, :, None] + np.arange(c) * 7
+            data = (smooth + rng.randint(0, 5, (h, w, c))).clip(0, 2 ** depth - 1).astype(dtype)
+            path = str(tmp_path / f"x{h}_{w}_{c}.png")
+            with open(path, "wb") as f:
+                f.write(photo_module.encode_png(data, photo_module._png_metadata(icc, None)))
+            libpng = cv2.imread(path, cv2.IMREAD_UNCHANGED)
+            libpng = libpng.reshape(h, w, -1)
+            libpng = libpng[:, :, [2, 1, 0, 3][:c]] if c >= 3 else libpng
+            if c == 2:  # OpenCV expands gray + alpha to BGRA
+                libpng = libpng[:, :, [0, 3]]
+            assert libpng.dtype == dtype and np.array_equal(libpng, data), (h, w, c)
+            with Image.open(path) as im:
+                assert im.info.get("icc_profile") == icc
+                if depth == 8 or c == 1:  # Pillow has no 16-bit colour mode
+                    assert np.array_equal(np.asarray(im).reshape(h, w, c), data), (h, w, c)
+            back = read_photo(path)
+            assert back.depth == depth and back.samples.shape[2] == (1 if c == 1 else 3)  # OpenCV reads LA as BGRA
+            assert (back.alpha is not None) == (c in (2, 4))
+
+
+def test_png_output_is_about_as_small_as_opencvs_on_photos():
+    """The "up" filter with run-length deflate stays within 10% of libpng's default (OpenCV's)
+    size on real photos (measured: -4% to +6% on Kodak, 35% smaller on a 12-MP photo)."""
+    import glob
+
+    import cv2
+
+    from atbsn.utils.photo import encode_png
+
+    kodak = sorted(glob.glob(os.path.join(SHARED, "data", "Kodak", "*.png")))
+    if not kodak:
+        pytest.skip(f"{SHARED}/data/Kodak is not there")
+    for path in kodak[:4]:
+        img = cv2.imread(path)[:, :, ::-1]
+        ours = encode_png(np.ascontiguousarray(img))
+        assert np.array_equal(cv2.imdecode(np.frombuffer(ours, np.uint8), cv2.IMREAD_UNCHANGED)[:, :, ::-1], img)
+        assert len(ours) < 1.1 * len(cv2.imencode(".png", np.ascontiguousarray(img[:, :, ::-1]))[1]), path

@@ -267,9 +267,9 @@ def _png_chunk(kind: bytes, payload: bytes) -> bytes:
     return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
 
 
-def _png_with_metadata(png: bytes, icc: Optional[bytes], exif: Optional[bytes], xmp: Optional[bytes] = None,
-                       chunks: Optional[bytes] = None) -> bytes:
-    """Insert iCCP, eXIf, XMP (iTXt) and the raw ``chunks`` right after IHDR (before the image data)."""
+def _png_metadata(icc: Optional[bytes], exif: Optional[bytes], xmp: Optional[bytes] = None,
+                  chunks: Optional[bytes] = None) -> bytes:
+    """iCCP, eXIf, XMP (iTXt) and the raw ``chunks``: they go right after IHDR (before the image data)."""
     extra = chunks or b""
     if icc:
         extra += _png_chunk(b"iCCP", b"ICC profile\x00\x00" + zlib.compress(icc))
@@ -277,8 +277,49 @@ def _png_with_metadata(png: bytes, icc: Optional[bytes], exif: Optional[bytes], 
         extra += _png_chunk(b"eXIf", exif[6:] if exif.startswith(b"Exif\x00\x00") else exif)
     if xmp:
         extra += _png_chunk(b"iTXt", b"XML:com.adobe.xmp\x00\x00\x00\x00\x00" + xmp)
-    ihdr_end = 8 + 12 + struct.unpack(">I", png[8:12])[0]
-    return png[:ihdr_end] + extra + png[ihdr_end:]
+    return extra
+
+
+PNG_STRIP_BYTES = 4 << 20  # compressed on their own threads: 9 strips for a 12-MP RGB photo
+PNG_IDAT_BYTES = 1 << 20
+
+
+def encode_png(data: np.ndarray, metadata: bytes = b"") -> bytes:
+    """A PNG of an H x W x C uint8/uint16 array (gray, gray+alpha, RGB or RGBA order), with the
+    chunks ``metadata`` after IHDR.
+
+    Every row takes the "up" filter (its difference to the row above: one NumPy subtraction) and
+    zlib's run-length strategy; row strips are deflated on all cores and joined into one zlib
+    stream (each strip ends on a byte boundary, pigz's way). A denoised 12-MP photo: 0.25-0.31 s
+    and 7.1 MB on 2 cores, where OpenCV's encoder (libpng's per-row filter choice, one core) took
+    0.50-0.56 s and 11.0 MB; Kodak's photos come out -4% to +6% of OpenCV's size."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    h, w, c = data.shape
+    depth = 16 if data.dtype == np.uint16 else 8
+    rows = np.ascontiguousarray(data, dtype=">u2" if depth == 16 else np.uint8).view(np.uint8).reshape(h, -1)
+    raw = np.empty((h, rows.shape[1] + 1), np.uint8)
+    raw[:, 0] = 2  # filter type "up"
+    raw[0, 1:] = rows[0]
+    np.subtract(rows[1:], rows[:-1], out=raw[1:, 1:])  # mod 256, as PNG's filters are
+    flat = raw.reshape(-1)
+    cuts = list(range(0, flat.size, PNG_STRIP_BYTES)) + [flat.size]
+
+    def deflate(i: int) -> bytes:
+        z = zlib.compressobj(1, zlib.DEFLATED, -15, 9, zlib.Z_RLE)
+        return z.compress(flat[cuts[i]:cuts[i + 1]]) + z.flush(zlib.Z_FINISH if i == len(cuts) - 2 else zlib.Z_SYNC_FLUSH)
+
+    workers = min(len(cuts) - 1, os.cpu_count() or 1)
+    if workers > 1:
+        with ThreadPoolExecutor(workers) as pool:  # zlib lets go of the GIL while it compresses
+            strips = list(pool.map(deflate, range(len(cuts) - 1)))
+    else:
+        strips = [deflate(i) for i in range(len(cuts) - 1)]
+    stream = b"".join([b"\x78\x01"] + strips + [struct.pack(">I", zlib.adler32(flat))])
+    colour = {1: 0, 2: 4, 3: 2, 4: 6}[c]
+    idat = b"".join(_png_chunk(b"IDAT", stream[i:i + PNG_IDAT_BYTES]) for i in range(0, len(stream), PNG_IDAT_BYTES))
+    return (b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, depth, colour, 0, 0, 0))
+            + metadata + idat + _png_chunk(b"IEND", b""))
 
 
 def _tiff_ifd(buf: bytes, offset: int, order: str, sub_ifds: tuple = ()) -> dict:
@@ -396,13 +437,13 @@ def _encode(path: str, data: np.ndarray, icc: Optional[bytes], exif: Optional[by
         kwargs = {k: v for k, v in (("icc_profile", icc), ("exif", exif), ("xmp", xmp)) if v}
         im.save(buf, "JPEG", quality=int(quality), subsampling=0 if quality >= 90 else -1, **kwargs)
         return buf.getvalue()
+    if ext == ".png":
+        return encode_png(data, _png_metadata(icc, exif, xmp, png_chunks))
     bgr = data[:, :, ::-1] if data.shape[2] == 3 else data[:, :, [2, 1, 0, 3]] if data.shape[2] == 4 else data
     ok, buf = cv2.imencode(ext, np.ascontiguousarray(bgr))
     if not ok:
         raise DataError(f"could not encode image '{path}' (unsupported extension '{ext}')")
     out = buf.tobytes()
-    if ext == ".png":
-        return _png_with_metadata(out, icc, exif, xmp, png_chunks)
     if ext in (".tif", ".tiff"):
         return _tiff_with_metadata(out, icc, exif, alpha=data.shape[2] == 4, xmp=xmp)
     return out
@@ -453,7 +494,7 @@ def write_photo(path: str, pixels: np.ndarray, bit_depth: int = 8, alpha: Option
         data = data[:, :, None]
     if alpha is not None:
         a = alpha if alpha.dtype == data.dtype else quantize(alpha, 16 if data.dtype == np.uint16 else 8)
-        if data.shape[2] == 1:  # gray + alpha: written as RGBA (OpenCV has no 2-channel PNG)
+        if data.shape[2] == 1 and ext != ".png":  # gray + alpha: a TIFF gets RGBA (OpenCV has no 2-channel one)
             data = np.repeat(data, 3, 2)
         data = np.concatenate([data, a.reshape(*data.shape[:2], 1)], 2)
     write_atomic(path, _encode(path, np.ascontiguousarray(data), icc_profile, exif, quality, xmp, png_chunks))
