@@ -194,9 +194,10 @@ def _test(argv: List[str]) -> int:
         print(f"test.skip_existing: skipped {len(paths) - len(todo)} input(s) whose output exists; "
               f"{len(todo)} to denoise")
         paths, outputs = [p for p, _ in todo], [o for _, o in todo]
-    # One thread decodes the next photo while this one is denoised (the first while torch loads,
-    # which is mostly one core's work); one encodes and writes the previous output (PNG encoding is
-    # single-threaded: 0.6 s of a 12-MP photo). At most one photo waits on each side.
+    # One thread decodes the first photo while torch loads (mostly one core's work) and, when the
+    # network runs on a GPU, each next photo while this one is denoised. On a CPU the network has
+    # the cores, and a decode beside its tiles only added to the peak (+0.3 GB with 12-MP photos,
+    # benchmarks/performance.md). Another thread encodes and writes the previous output.
     with ThreadPoolExecutor(max_workers=1) as reader, ThreadPoolExecutor(max_workers=1) as writer:
         upcoming = reader.submit(read_photo, paths[0]) if paths else None
         from .inference import denoise
@@ -231,12 +232,13 @@ def _test(argv: List[str]) -> int:
             else:
                 print(f"{path} -> {out}")
 
+        ahead = decodes_ahead(model)
         pending = None
         for i, (path, out) in enumerate(zip(bar, outputs)):
             current = upcoming
-            upcoming = reader.submit(read_photo, paths[i + 1]) if i + 1 < len(paths) else None
+            upcoming = reader.submit(read_photo, paths[i + 1]) if ahead and i + 1 < len(paths) else None
             try:
-                photo = current.result()
+                photo = current.result() if current is not None else read_photo(path)
                 stored = photo.samples.shape[2]
                 if stored != channels and not convert:
                     raise DataError(f"image '{path}' is {'gray' if stored == 1 else 'RGB'} but the network takes "
@@ -279,6 +281,12 @@ def _test(argv: List[str]) -> int:
                            "missing"]), file=sys.stderr)
         return 1
     return 0
+
+
+def decodes_ahead(model) -> bool:
+    """test.py decodes the next photo during this one's network only where the network leaves the
+    CPU's cores free (a GPU)."""
+    return getattr(getattr(model, "device", None), "type", "cpu") != "cpu"
 
 
 def output_bits(setting, stored_depth: int, out: str) -> int:

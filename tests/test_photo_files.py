@@ -306,6 +306,30 @@ def test_an_output_that_cannot_be_written_is_listed_and_the_others_are_written(t
     assert sorted(os.listdir(out)) == ["a.jpg", "c.jpg"]
 
 
+def test_decoding_ahead_gives_the_same_files_and_errors(tmp_path, image_folder, monkeypatch, capsys):
+    """On a GPU test.py decodes the next photo while this one is denoised: the same output bytes,
+    and a broken file in the middle is still its own error, the photos after it written."""
+    import atbsn.cli as cli
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    _save(str(photos / "a.jpg"), _pattern(48, 80), quality=95, exif=_exif(6))
+    whole = _save(str(tmp_path / "whole.jpg"), _pattern(256, 256), quality=95)
+    (photos / "b_broken.jpg").write_bytes(open(whole, "rb").read()[:2048])
+    _save(str(photos / "c.png"), _pattern(40, 56))
+    opt = student_a_options(tmp_path, image_folder, "photos")
+    path = write_options(tmp_path / "p.yml", opt)
+    written = {}
+    for ahead in (False, True):
+        monkeypatch.setattr(cli, "decodes_ahead", lambda model, ahead=ahead: ahead)
+        out = tmp_path / f"out_{ahead}"
+        assert cli.test_main(["-opt", path, "--input", str(photos), "--output", str(out)]) == 1
+        err = capsys.readouterr().err
+        assert "error: 1 of 3 image(s) failed" in err and "b_broken.jpg" in err and "truncated" in err
+        written[ahead] = {name: (out / name).read_bytes() for name in sorted(os.listdir(out)) if name != "strength.csv"}
+    assert sorted(written[True]) == ["a.png", "c.png"] and written[True] == written[False]
+
+
 def test_training_cache_holds_8_bit_photos_within_its_budget(tmp_path):
     """A folder that fits is cached at 8 bits and trains exactly as uncached; one that does not
     keeps a fixed reservoir of 256-px patches per photo, the same in every run, within the budget."""
