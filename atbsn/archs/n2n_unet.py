@@ -10,6 +10,7 @@ from torch import nn
 import torch.nn.functional as F
 
 from .atbsn import max_pool2x2
+from .common import conv_leaky
 
 
 class UpsampleCat(nn.Module):
@@ -72,22 +73,22 @@ class N2NUNet(nn.Module):
                 nn.init.zeros_(m.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        act = lambda t: F.leaky_relu(t, 0.2, inplace=True)  # noqa: E731  (every input is a fresh conv output)
+        conv = lambda name, t: conv_leaky(getattr(self, name), t, 0.2)  # noqa: E731  (LeakyReLU(0.2) fused in)
         pool = max_pool2x2
-        h = act(self.enc_conv0(x))
+        h = conv("enc_conv0", x)
         skips = []
         for i in range(1, 5):
-            h = pool(act(getattr(self, f"enc_conv{i}")(h)))
+            h = pool(conv(f"enc_conv{i}", h))
             skips.append(h)
-        h = pool(act(self.enc_conv5(h)))
-        h = act(self.enc_conv6(h))
+        h = pool(conv("enc_conv5", h))
+        h = conv("enc_conv6", h)
         for level, skip in zip((5, 4, 3, 2), reversed(skips)):
             h = getattr(self, f"up{level}")(h, skip)
-            h = act(getattr(self, f"dec_conv{level}a")(h))
-            h = act(getattr(self, f"dec_conv{level}b")(h))
+            h = conv(f"dec_conv{level}a", h)
+            h = conv(f"dec_conv{level}b", h)
         h = self.up1(h, x)
-        h = act(self.dec_conv1a(h))
-        h = act(self.dec_conv1b(h))
-        h = act(self.nin_a(h))
-        h = act(self.nin_b(h))
+        h = conv("dec_conv1a", h)
+        h = conv("dec_conv1b", h)
+        h = conv("nin_a", h)
+        h = conv("nin_b", h)
         return self.nin_c(h)
