@@ -156,11 +156,49 @@ def _test(argv: List[str]) -> int:
 
     from concurrent.futures import ThreadPoolExecutor
 
+    from .errors import DataError
+    from .utils.image import is_image_file, list_images
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        reader = PhotosAhead(pool)
+        try:  # the first input decodes while the options are checked and torch loads (one core's work)
+            if args.input and os.path.isfile(args.input) and is_image_file(args.input):
+                reader.start(args.input)
+            elif args.input and os.path.isdir(args.input):
+                reader.start(list_images(args.input, "input folder")[0])
+        except DataError:
+            pass  # said again below, in its turn
+        return _denoise_files(args, reader)
+
+
+class PhotosAhead:
+    """Photos decoded on a worker thread before their turn; :meth:`read` returns one (or raises its
+    error), decoding it now if it was not started."""
+
+    def __init__(self, pool):
+        self.pool, self.started = pool, {}
+
+    def start(self, path: str) -> None:
+        from .utils.photo import read_photo
+
+        if path not in self.started:
+            self.started[path] = self.pool.submit(read_photo, path)
+
+    def read(self, path: str):
+        from .utils.photo import read_photo
+
+        future = self.started.pop(path, None)
+        return future.result() if future is not None else read_photo(path)
+
+
+def _denoise_files(args, reader: PhotosAhead) -> int:
+    from concurrent.futures import ThreadPoolExecutor
+
     from .errors import DataError, OptionsError
     from .preview import ContactSheet
     from .options import load_options
     from .utils.image import convert_channels, is_image_file, list_images, to_tensor, writable_folder
-    from .utils.photo import read_photo, remove_partials, write_photo
+    from .utils.photo import remove_partials, write_photo
 
     opt = load_options(args.opt, args.set)
     test_cfg = opt["datasets"].get("test") or {}
@@ -194,12 +232,11 @@ def _test(argv: List[str]) -> int:
         print(f"test.skip_existing: skipped {len(paths) - len(todo)} input(s) whose output exists; "
               f"{len(todo)} to denoise")
         paths, outputs = [p for p, _ in todo], [o for _, o in todo]
-    # One thread decodes the first photo while torch loads (mostly one core's work) and, when the
-    # network runs on a GPU, each next photo while this one is denoised. On a CPU the network has
-    # the cores, and a decode beside its tiles only added to the peak (+0.3 GB with 12-MP photos,
-    # benchmarks/performance.md). Another thread encodes and writes the previous output.
-    with ThreadPoolExecutor(max_workers=1) as reader, ThreadPoolExecutor(max_workers=1) as writer:
-        upcoming = reader.submit(read_photo, paths[0]) if paths else None
+    # ``reader`` decodes the first photo while torch loads and, when the network runs on a GPU, each
+    # next photo while this one is denoised. On a CPU the network has the cores, and a decode beside
+    # its tiles only added to the peak (+0.3 GB with 12-MP photos, benchmarks/performance.md).
+    # Another thread encodes and writes the previous output.
+    with ThreadPoolExecutor(max_workers=1) as writer:
         from .inference import denoise
 
         model = _load_for_eval(opt)
@@ -235,10 +272,10 @@ def _test(argv: List[str]) -> int:
         ahead = decodes_ahead(model)
         pending = None
         for i, (path, out) in enumerate(zip(bar, outputs)):
-            current = upcoming
-            upcoming = reader.submit(read_photo, paths[i + 1]) if ahead and i + 1 < len(paths) else None
+            if ahead and i + 1 < len(paths):
+                reader.start(paths[i + 1])
             try:
-                photo = current.result() if current is not None else read_photo(path)
+                photo = reader.read(path)
                 stored = photo.samples.shape[2]
                 if stored != channels and not convert:
                     raise DataError(f"image '{path}' is {'gray' if stored == 1 else 'RGB'} but the network takes "

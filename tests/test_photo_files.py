@@ -330,6 +330,31 @@ def test_decoding_ahead_gives_the_same_files_and_errors(tmp_path, image_folder, 
     assert sorted(written[True]) == ["a.png", "c.png"] and written[True] == written[False]
 
 
+def test_the_first_photo_decodes_while_the_options_load_and_errors_keep_their_order(tmp_path, capsys):
+    """test.py starts decoding its first input before it reads the options (which load torch): a
+    broken options file is still the one error said, and a broken photo is said as itself."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import atbsn.cli as cli
+
+    good = _save(str(tmp_path / "good.png"), _pattern(40, 56))
+    whole = _save(str(tmp_path / "whole.jpg"), _pattern(256, 256), quality=95)
+    (tmp_path / "broken.jpg").write_bytes(open(whole, "rb").read()[:2048])
+    with ThreadPoolExecutor(1) as pool:
+        reader = cli.PhotosAhead(pool)
+        reader.start(good)
+        reader.start(str(tmp_path / "broken.jpg"))
+        assert np.array_equal(reader.read(good).samples, read_photo(good).samples) and not reader.started.get(good)
+        with pytest.raises(DataError, match="broken.jpg.*truncated"):
+            reader.read(str(tmp_path / "broken.jpg"))
+        assert reader.read(good).samples.shape == (40, 56, 3)  # not started: decoded on the spot
+    bad_yaml = tmp_path / "bad.yml"
+    bad_yaml.write_text("name: [unclosed\n")
+    assert cli.test_main(["-opt", str(bad_yaml), "--input", str(tmp_path / "broken.jpg")]) == 2
+    err = capsys.readouterr().err
+    assert "bad.yml" in err and "broken.jpg" not in err
+
+
 def test_training_cache_holds_8_bit_photos_within_its_budget(tmp_path):
     """A folder that fits is cached at 8 bits and trains exactly as uncached; one that does not
     keeps a fixed reservoir of 256-px patches per photo, the same in every run, within the budget."""
