@@ -10,6 +10,7 @@ State-dict keys match the official release (``unet.*``, ``nin_A/B/C``). Values a
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from typing import List, Literal, Sequence, Tuple
 
 import torch
@@ -17,7 +18,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import OptionsError
-from .common import conv_leaky, official_graph, official_ops  # noqa: F401  (official_ops: re-exported)
 
 SLOPE = 0.1
 
@@ -35,13 +35,13 @@ class Conv(nn.Module):
         self.conv.dropped_rows = 2 if blind else 0  # computed and dropped: not counted as the network's MACs
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.blind:
-            return conv_leaky(self.conv, x, SLOPE)
-        y = self.conv(x)[..., : x.shape[-2], :]
-        # In place where the kept rows are one block of memory (blind convs in channels_last with
-        # batch 1, as at inference). A strided slice gets a compact copy, which the next conv
-        # would otherwise make itself.
-        return F.leaky_relu(y, SLOPE, inplace=is_compact(y))
+        y = self.conv(x)
+        if self.blind:
+            y = y[..., : x.shape[-2], :]
+        # In place where the kept rows are one block of memory (always for plain convs; blind ones
+        # in channels_last with batch 1, as at inference). A strided slice gets a compact copy,
+        # which the next conv would otherwise make itself.
+        return F.leaky_relu(y, SLOPE, inplace=not self.blind or is_compact(y))
 
 
 def is_compact(x: torch.Tensor) -> bool:
@@ -59,6 +59,28 @@ def shift_down(x: torch.Tensor, rows: int) -> torch.Tensor:
     if rows == 0:
         return x
     return F.pad(x, (0, 0, rows, 0))[..., : x.shape[-2], :]
+
+
+_official_forced = False
+
+
+def official_graph() -> bool:
+    """The official ops: in training (their backward is the faster one), when traced for ONNX
+    export (the lean inference paths write into views and loop over stripes, which do not trace)
+    and inside :func:`official_ops`."""
+    return _official_forced or torch.is_grad_enabled() or torch.jit.is_tracing()
+
+
+@contextmanager
+def official_ops():
+    """Run the official ops at inference too: MAC counting hooks the modules, and the lean paths
+    call ``F.conv2d`` with folded weights instead."""
+    global _official_forced
+    previous, _official_forced = _official_forced, True
+    try:
+        yield
+    finally:
+        _official_forced = previous
 
 
 def rot90(x: torch.Tensor, k: int) -> torch.Tensor:
@@ -282,7 +304,7 @@ class ATBSN(nn.Module):
     def head_tail(self, a: torch.Tensor) -> torch.Tensor:
         """The head after ``nin_A`` (``a``: its output, before the activation; overwritten)."""
         h = F.leaky_relu(a, SLOPE, inplace=True)
-        return self.nin_C(conv_leaky(self.nin_B, h, SLOPE))
+        return self.nin_C(F.leaky_relu(self.nin_B(h), SLOPE, inplace=True))
 
     def heads(self, features: Sequence[torch.Tensor], hole_sizes: Sequence[int]) -> List[torch.Tensor]:
         """``[head(features, k) for k in hole_sizes]`` for the price of about one ``nin_A``.

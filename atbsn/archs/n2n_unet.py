@@ -9,7 +9,6 @@ import torch
 from torch import nn
 
 from .atbsn import max_pool2x2
-from .common import conv_leaky
 
 
 class UpsampleCat(nn.Module):
@@ -72,22 +71,22 @@ class N2NUNet(nn.Module):
                 nn.init.zeros_(m.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        conv = lambda name, t: conv_leaky(getattr(self, name), t, 0.2)  # noqa: E731  (LeakyReLU(0.2) fused in)
+        act = lambda t: F.leaky_relu(t, 0.2, inplace=True)  # noqa: E731  (every input is a fresh conv output)
         pool = max_pool2x2
-        h = conv("enc_conv0", x)
+        h = act(self.enc_conv0(x))
         skips = []
         for i in range(1, 5):
-            h = pool(conv(f"enc_conv{i}", h))
+            h = pool(act(getattr(self, f"enc_conv{i}")(h)))
             skips.append(h)
-        h = pool(conv("enc_conv5", h))
-        h = conv("enc_conv6", h)
+        h = pool(act(self.enc_conv5(h)))
+        h = act(self.enc_conv6(h))
         for level, skip in zip((5, 4, 3, 2), reversed(skips)):
             h = getattr(self, f"up{level}")(h, skip)
-            h = conv(f"dec_conv{level}a", h)
-            h = conv(f"dec_conv{level}b", h)
+            h = act(getattr(self, f"dec_conv{level}a")(h))
+            h = act(getattr(self, f"dec_conv{level}b")(h))
         h = self.up1(h, x)
-        h = conv("dec_conv1a", h)
-        h = conv("dec_conv1b", h)
-        h = conv("nin_a", h)
-        h = conv("nin_b", h)
+        h = act(self.dec_conv1a(h))
+        h = act(self.dec_conv1b(h))
+        h = act(self.nin_a(h))
+        h = act(self.nin_b(h))
         return self.nin_c(h)
