@@ -207,33 +207,6 @@ def test_polyphase_rewrites_equal_the_full_resolution_convs():
         assert (replicate_conv3x3(x, w) - F.conv2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), w)).abs().max() < 1e-12
 
 
-@pytest.mark.parametrize("channels_last", [False, True])
-def test_leaky_relu_fused_into_the_conv_is_bit_identical(channels_last):
-    """fp32 inference runs each student conv with its LeakyReLU as oneDNN's post-op: the same
-    bits as the conv then the activation, borders (replicate padding) included; autograd, autocast
-    and float64 take the separate ops."""
-    import torch.nn.functional as F
-
-    from atbsn.archs import polyphase
-    from atbsn.archs.polyphase import _fusable, replicate_conv3x3
-
-    g = torch.Generator().manual_seed(0)
-    w = torch.randn(16, 8, 3, 3, generator=g) * 0.2
-    x = torch.randn(2, 8, 33, 40, generator=g)
-    if channels_last:
-        x, w = x.contiguous(memory_format=torch.channels_last), w.contiguous(memory_format=torch.channels_last)
-    expected = F.leaky_relu(F.conv2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), w), 0.1)
-    with torch.no_grad():
-        assert _fusable(x, w) == torch.backends.mkldnn.is_available()
-        assert torch.equal(polyphase.conv3x3_leaky(x, w, 0.1), F.leaky_relu(F.conv2d(x, w, padding=1), 0.1))
-        assert torch.equal(replicate_conv3x3(x, w, 0.1), expected)
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            assert not _fusable(x, w)
-        assert not _fusable(x.double(), w.double())
-    assert not _fusable(x, w)  # grad enabled: training keeps the differentiable ops
-    assert torch.equal(replicate_conv3x3(x, w, 0.1), expected)
-
-
 @pytest.mark.parametrize("arch", ["ATBSNStudentA", "ATBSNStudentB"])
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_student_inference_paths_equal_the_official_graph(arch, channels_last):

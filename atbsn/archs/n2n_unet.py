@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+import torch.nn.functional as F
 
 from .atbsn import max_pool2x2
 

@@ -8,12 +8,9 @@ at full resolution those convs (and the copies around them) dominate a small stu
   phases, is one 3x3 conv of ``pixel_unshuffle(x, 2)`` at half resolution (4 groups of outputs);
 * :func:`upsampled_weight`: a 3x3 conv of ``nearest_upsample_x2(h)`` is one 3x3 conv of ``h``
   whose ``4 C_out`` outputs ``pixel_shuffle`` back to full resolution;
-* :func:`replicate_conv3x3`: a replicate-padded 3x3 conv without the padded copy of its input,
-  its LeakyReLU fused into oneDNN's conv (:func:`conv3x3_leaky`).
+* :func:`replicate_conv3x3`: a replicate-padded 3x3 conv without the padded copy of its input.
 """
 from __future__ import annotations
-
-from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -55,33 +52,15 @@ def upsampled_weight(w: torch.Tensor) -> torch.Tensor:
     return out.reshape(4 * o, c, 3, 3)
 
 
-def _fusable(x: torch.Tensor, w: torch.Tensor) -> bool:
-    """oneDNN's conv with a LeakyReLU post-op applies: fp32 on the CPU, no autocast, no autograd."""
-    return (x.device.type == "cpu" and x.dtype == w.dtype == torch.float32 and not torch.is_grad_enabled()
-            and not torch.is_autocast_enabled("cpu") and torch.backends.mkldnn.is_available()
-            and hasattr(torch.ops.mkldnn, "_convolution_pointwise"))
-
-
-def conv3x3_leaky(x: torch.Tensor, w: torch.Tensor, slope: float) -> torch.Tensor:
-    """``leaky_relu(conv2d(x, w, padding=1), slope)`` as one oneDNN primitive: the activation runs
-    on the conv's result while it is in cache, a pass less over a 48-channel map (4% of the pair's
-    time on a 1024² tile, bit-identical)."""
-    return torch.ops.mkldnn._convolution_pointwise(x, w, None, [1, 1], [1, 1], [1, 1], 1, "leaky_relu", [slope], "")
-
-
-def replicate_conv3x3(x: torch.Tensor, w: torch.Tensor, slope: Optional[float] = None) -> torch.Tensor:
-    """``conv2d(pad(x, 1, 'replicate'), w)``, then LeakyReLU when ``slope`` is given: a zero-padded
-    conv, then its four border lines computed again from replicate-padded two-pixel strips (no copy
-    of the whole input). The activation is fused into the conv where :func:`_fusable`."""
+def replicate_conv3x3(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """``conv2d(pad(x, 1, 'replicate'), w)``: a zero-padded conv, then its four border lines computed
+    again from replicate-padded two-pixel strips (no copy of the whole input)."""
     h, wd = x.shape[-2:]
+    y = F.conv2d(x, w, padding=1)
     if h < 2 or wd < 2:
-        y = F.conv2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), w)
-        return y if slope is None else F.leaky_relu_(y, slope)
-    fused = slope is not None and _fusable(x, w)
-    y = conv3x3_leaky(x, w, slope) if fused else F.conv2d(x, w, padding=1)
-    border = (lambda t: F.leaky_relu_(t, slope)) if fused else (lambda t: t)  # noqa: E731
-    y[..., :1, :] = border(F.conv2d(F.pad(x[..., :2, :], (1, 1, 1, 0), mode="replicate"), w))
-    y[..., -1:, :] = border(F.conv2d(F.pad(x[..., -2:, :], (1, 1, 0, 1), mode="replicate"), w))
-    y[..., :, :1] = border(F.conv2d(F.pad(x[..., :, :2], (1, 0, 1, 1), mode="replicate"), w))
-    y[..., :, -1:] = border(F.conv2d(F.pad(x[..., :, -2:], (0, 1, 1, 1), mode="replicate"), w))
-    return F.leaky_relu_(y, slope) if slope is not None and not fused else y
+        return F.conv2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), w)
+    y[..., :1, :] = F.conv2d(F.pad(x[..., :2, :], (1, 1, 1, 0), mode="replicate"), w)
+    y[..., -1:, :] = F.conv2d(F.pad(x[..., -2:, :], (1, 1, 0, 1), mode="replicate"), w)
+    y[..., :, :1] = F.conv2d(F.pad(x[..., :, :2], (1, 0, 1, 1), mode="replicate"), w)
+    y[..., :, -1:] = F.conv2d(F.pad(x[..., :, -2:], (0, 1, 1, 1), mode="replicate"), w)
+    return y

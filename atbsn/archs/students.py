@@ -47,7 +47,7 @@ class ReplicateConv(nn.Module):
     def forward(self, x):
         if official_graph():
             return F.leaky_relu(self.conv(x), SLOPE)
-        return replicate_conv3x3(x, self.conv.weight, SLOPE)
+        return F.leaky_relu_(replicate_conv3x3(x, self.conv.weight), SLOPE)
 
 
 class Stage(nn.Module):
