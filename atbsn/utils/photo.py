@@ -4,9 +4,9 @@ Cameras and phones store the sensor's orientation and an EXIF tag that says how 
 apply it, OpenCV does not. They also embed a colour profile (Display-P3 on phones), EXIF tags
 (camera, date, exposure) and an XMP packet. ``read_photo`` returns the pixels upright, the alpha
 channel apart (it is passed through, never denoised), the ICC profile, the EXIF block and the XMP
-(orientation reset to 1 in both); ``write_photo`` writes them back into PNG, JPEG and TIFF (8 and
-16 bits), atomically (a hidden temporary file, then a rename), so a killed run never leaves a
-half-written file under the final name.
+(orientation reset to 1 in both); ``write_photo`` writes them back into PNG (our own encoder,
+:func:`encode_png`, on all cores), JPEG and TIFF (8 and 16 bits), atomically (a hidden temporary
+file, then a rename), so a killed run never leaves a half-written file under the final name.
 
 A truncated or corrupt file is an error naming the file: JPEG and WebP are decoded by Pillow,
 which refuses short data (OpenCV fills the missing part with grey), PNG chunks are checked end
