@@ -157,18 +157,30 @@ def _test(argv: List[str]) -> int:
     from concurrent.futures import ThreadPoolExecutor
 
     from .errors import DataError
-    from .utils.image import is_image_file, list_images
 
     with ThreadPoolExecutor(max_workers=1) as pool:
-        reader = PhotosAhead(pool)
+        reader, listed = PhotosAhead(pool), None
         try:  # the first input decodes while the options are checked and torch loads (one core's work)
-            if args.input and os.path.isfile(args.input) and is_image_file(args.input):
-                reader.start(args.input)
-            elif args.input and os.path.isdir(args.input):
-                reader.start(list_images(args.input, "input folder")[0])
+            listed = _input_paths(args.input) if args.input else None
+            if listed:
+                reader.start(listed[0])
         except DataError:
-            pass  # said again below, in its turn
-        return _denoise_files(args, reader)
+            pass  # said again after the options, in its turn
+        return _denoise_files(args, reader, listed)
+
+
+def _input_paths(path: str) -> List[str]:
+    """The images ``--input`` names: a folder's image files, or one image file."""
+    from .errors import DataError
+    from .utils.image import is_image_file, list_images
+
+    if os.path.isdir(path):
+        return list_images(path, "input folder")
+    if not os.path.isfile(path):
+        raise DataError(f"input not found: '{path}'")
+    if not is_image_file(path):
+        raise DataError(f"'{path}' is not an image file")
+    return [path]
 
 
 class PhotosAhead:
@@ -191,13 +203,15 @@ class PhotosAhead:
         return future.result() if future is not None else read_photo(path)
 
 
-def _denoise_files(args, reader: PhotosAhead) -> int:
+def _denoise_files(args, reader: PhotosAhead, listed: Optional[List[str]]) -> int:
+    """test.py after its arguments: ``listed`` is ``--input``'s images (None: not listed yet, or
+    listing failed and is tried again here, so that an options error comes first)."""
     from concurrent.futures import ThreadPoolExecutor
 
     from .errors import DataError, OptionsError
     from .preview import ContactSheet
     from .options import load_options
-    from .utils.image import convert_channels, is_image_file, list_images, to_tensor, writable_folder
+    from .utils.image import convert_channels, list_images, to_tensor, writable_folder
     from .utils.photo import remove_partials, write_photo
 
     opt = load_options(args.opt, args.set)
@@ -208,14 +222,7 @@ def _denoise_files(args, reader: PhotosAhead) -> int:
         return _submission(opt, test_cfg, args.output, args.overwrite)
     convert = bool(test_cfg.get("convert_color", False))
     if args.input:
-        if os.path.isdir(args.input):
-            paths = list_images(args.input, "input folder")
-        elif os.path.isfile(args.input):
-            if not is_image_file(args.input):
-                raise DataError(f"'{args.input}' is not an image file")
-            paths = [args.input]
-        else:
-            raise DataError(f"input not found: '{args.input}'")
+        paths = listed if listed is not None else _input_paths(args.input)
     elif test_cfg.get("root"):
         paths = list_images(test_cfg["root"], "datasets.test.root")
     else:

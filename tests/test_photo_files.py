@@ -455,7 +455,7 @@ def test_png_encoder_round_trips_every_layout_through_libpng_and_pillow(tmp_path
 
 def test_png_output_is_about_as_small_as_opencvs_on_photos():
     """The "up" filter with run-length deflate stays within 10% of libpng's default (OpenCV's)
-    size on real photos (measured: -4% to +6% on Kodak, 35% smaller on a 12-MP photo)."""
+    size on real photos (measured: -3% to +6% on these four, 35% smaller on a 12-MP photo)."""
     import glob
 
     import cv2
